@@ -1,0 +1,13 @@
+"""lit_mmdet: train MMDetection 2.x configs with PyTorch Lightning.
+
+``import lit_mmdet`` restores the numpy aliases mmdet 2.28 needs and registers
+``TIMMBackbone`` in mmdet's ``BACKBONES``.
+"""
+from . import _compat  # noqa: F401  (must precede mmcv/mmdet imports)
+from .config import load_config
+from .data import MMDetDataModule
+from .errors import ConfigError
+from .models import LitDetector, TIMMBackbone
+
+__all__ = ['load_config', 'LitDetector', 'MMDetDataModule', 'TIMMBackbone', 'ConfigError']
+__version__ = '0.1.0'

@@ -1,0 +1,45 @@
+"""Compatibility shims applied before mmcv/mmdet are imported.
+
+Also quiets two import-time messages that say nothing to a user: mmcv 1.7's
+banner about its 2.0 release and torch's "No CUDA runtime is found" log on CPU
+machines (mmcv imports ``torch.utils.cpp_extension``).
+
+mmdet 2.28 still uses the numpy aliases (``np.int``, ``np.float``, ...) that numpy
+1.24 removed. Only the aliases that are missing are restored: ``np.bool`` exists
+again in numpy 2 (as ``np.bool_``) and is never overwritten.
+"""
+import logging
+import warnings
+
+import numpy as np
+
+__all__ = ['restore_numpy_aliases']
+
+_ALIASES = {
+    'int': int,
+    'float': float,
+    'complex': complex,
+    'object': object,
+    'str': str,
+    'long': int,
+    'unicode': str,
+    'bool': bool,
+}
+
+
+def restore_numpy_aliases() -> list[str]:
+    """Re-add the builtin aliases numpy removed; return the names it added."""
+    added = []
+    for name, value in _ALIASES.items():
+        # vars(), not getattr(): numpy's module __getattr__ warns on removed names
+        if name not in vars(np):
+            setattr(np, name, value)
+            added.append(name)
+    return added
+
+
+restore_numpy_aliases()
+
+
+warnings.filterwarnings('ignore', message=r'On January 1, 2023, MMCV will release v2\.0\.0')
+logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)

@@ -1,0 +1,1 @@
+"""Command-line entry points behind train.py (and later test.py / predict.py)."""

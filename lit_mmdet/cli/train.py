@@ -1,0 +1,127 @@
+"""``train.py``: train an mmdet 2.x config with Lightning."""
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import os.path as osp
+import random
+import sys
+from typing import Optional, Sequence
+
+from .. import _compat  # noqa: F401
+from ..errors import ConfigError
+
+__all__ = ['build_parser', 'main', 'resolve_resume']
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='train.py', description='Train an mmdet 2.x config with PyTorch Lightning.')
+    parser.add_argument('--config', required=True, help='mmdet 2.x config file (.py)')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go '
+                        '(default: work_dirs/<config name>)')
+    parser.add_argument('--gpus', type=int, help='number of GPUs (DDP when > 1)')
+    parser.add_argument('--accelerator', help="Lightning accelerator: cpu, gpu, auto, ...")
+    parser.add_argument('--devices', help='Lightning devices: a count, a list "0,1" or auto')
+    parser.add_argument('--max-epochs', type=int, help='override runner: EpochBasedRunner, N epochs')
+    parser.add_argument('--max-iters', type=int, help='override runner: IterBasedRunner, N iterations')
+    parser.add_argument('--seed', type=int, help='random seed (default: cfg.seed or a random one)')
+    parser.add_argument('--deterministic', action='store_true',
+                        help='deterministic algorithms (cudnn.deterministic, warn otherwise)')
+    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+                        help="override config keys as mmdet's --cfg-options, e.g. optimizer.lr=0.01")
+    parser.add_argument('--fast-dev-run', type=int, default=0, metavar='N',
+                        help='run N train/val batches only (a smoke test)')
+    parser.add_argument('--resume', help="a checkpoint to resume from, or 'auto' for "
+                        "<work-dir>/checkpoints/last.ckpt when it exists")
+    parser.add_argument('--debug', action='store_true', help='show full tracebacks')
+    return parser
+
+
+def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
+    """``--resume`` -> a checkpoint path (``'auto'``: the newest ``last*.ckpt``, else None)."""
+    if not resume:
+        return None
+    if resume == 'auto':
+        candidates = glob.glob(osp.join(work_dir, 'checkpoints', 'last*.ckpt'))
+        return max(candidates, key=osp.getmtime) if candidates else None
+    if not osp.isfile(resume):
+        raise ConfigError(f"--resume '{resume}' not found; give a .ckpt file or 'auto'")
+    return resume
+
+
+def _devices_arg(value: Optional[str]):
+    if value is None or value == 'auto':
+        return value
+    return int(value) if value.isdigit() else value
+
+
+def _seed(args: argparse.Namespace, cfg) -> int:
+    """Seed as mmdet's tools/train.py: given, else cfg.seed, else one shared by all ranks."""
+    if args.seed is not None:
+        return args.seed
+    if cfg.get('seed') is not None:
+        return int(cfg.seed)
+    # DDP children inherit PL_GLOBAL_SEED from rank 0's environment: every rank agrees.
+    return int(os.environ.get('PL_GLOBAL_SEED', random.randint(0, 2**31 - 1)))
+
+
+def run(args: argparse.Namespace) -> int:
+    import pytorch_lightning as pl
+    from mmdet.apis import set_random_seed
+
+    from ..config import load_config
+    from ..data import MMDetDataModule
+    from ..models import LitDetector
+    from ..runtime import TrainerOptions, build_trainer
+
+    cfg = load_config(args.config, args.cfg_options)
+    name = osp.splitext(osp.basename(args.config))[0]
+    work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
+    cfg.work_dir = work_dir
+    os.makedirs(work_dir, exist_ok=True)
+    cfg.seed = _seed(args, cfg)
+    pl.seed_everything(cfg.seed, workers=False, verbose=False)
+    set_random_seed(cfg.seed, deterministic=args.deterministic)
+
+    opts = TrainerOptions(work_dir=work_dir, gpus=args.gpus, accelerator=args.accelerator,
+                          devices=_devices_arg(args.devices), max_epochs=args.max_epochs,
+                          max_iters=args.max_iters, deterministic=args.deterministic,
+                          fast_dev_run=args.fast_dev_run or False)
+    trainer = build_trainer(cfg, opts)  # resolves cfg.runner before the config is stored
+    model = LitDetector(cfg)
+    data = MMDetDataModule(model.cfg, seed=cfg.seed)
+    ckpt_path = resolve_resume(args.resume, work_dir)
+    if ckpt_path is None and cfg.get('load_from'):
+        from mmcv.runner import load_checkpoint
+        load_checkpoint(model.model, cfg.load_from, map_location='cpu', strict=False)
+    if trainer.is_global_zero:
+        model.cfg.dump(osp.join(work_dir, f'{name}.py'))
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+
+    if trainer.is_global_zero:
+        val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}
+        if val:
+            print('final validation: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(val.items())))
+        print(f'work dir: {work_dir}  (metrics: {trainer.logger.log_dir}/metrics.csv, '
+              f'checkpoints: {osp.join(work_dir, "checkpoints")})')
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; a bad config or input is one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    logging.basicConfig(level=logging.INFO)
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Load mmdet 2.x configs: ``mmdet::`` bases, ``custom_imports`` and ``--cfg-options``.
+
+The result is a plain mmcv 1.x :class:`~mmcv.Config`, processed in the same order
+as mmdet's ``tools/train.py`` (``fromfile`` -> ``replace_cfg_vals`` ->
+``update_data_root`` -> ``merge_from_dict``), so a config means the same thing
+under lit_mmdet as under mmdet's own runner.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import os.path as osp
+from typing import Any, Iterator, Mapping, Sequence, Union
+
+from . import _compat  # noqa: F401  (numpy aliases before mmcv/mmdet)
+from .errors import ConfigError
+
+import mmcv
+from mmcv import Config, ConfigDict, DictAction
+
+__all__ = ['load_config', 'parse_cfg_options', 'resolve_scoped_path', 'to_container', 'PACKAGE_CONFIG_ROOTS']
+
+ConfigLike = Union[str, os.PathLike, Config, Mapping[str, Any]]
+
+#: Packages whose shipped configs can be named as ``'<scope>::<path>'`` in ``_base_``.
+PACKAGE_CONFIG_ROOTS = {'mmdet': ('mmdet', '.mim/configs'), 'mmcls': ('mmcls', '.mim/configs')}
+
+
+def resolve_scoped_path(filename: str) -> str:
+    """Map ``'.../mmdet::solo/solo_r50_fpn_1x_coco.py'`` to the file inside the installed package.
+
+    mmcv 1.x joins every ``_base_`` entry to the including config's folder, so the
+    scope marker may arrive prefixed by a directory; everything before it is dropped.
+
+    Args:
+        filename: A path that contains ``'<scope>::'``.
+
+    Returns:
+        The absolute path of the config shipped in that package.
+
+    Raises:
+        ConfigError: Unknown scope, package not installed, or no such config.
+    """
+    head, _, rel = filename.rpartition('::')
+    scope = osp.basename(head)
+    if scope not in PACKAGE_CONFIG_ROOTS:
+        raise ConfigError(f"{filename}: unknown config scope '{scope}::'; "
+                          f"use one of {sorted(PACKAGE_CONFIG_ROOTS)} or a relative path")
+    package, sub = PACKAGE_CONFIG_ROOTS[scope]
+    try:
+        root = osp.join(osp.dirname(importlib.import_module(package).__file__), sub)
+    except ImportError as exc:
+        raise ConfigError(f"_base_ '{scope}::{rel}' needs the '{package}' package ({exc}); "
+                          f"install it, e.g. pip install {package}") from None
+    path = osp.join(root, rel)
+    if not osp.isfile(path):
+        raise ConfigError(f"_base_ '{scope}::{rel}' not found: no {path}; "
+                          f"check the name against {root}")
+    return path
+
+
+@contextlib.contextmanager
+def _scoped_bases() -> Iterator[None]:
+    """Let mmcv's ``Config._file2dict`` follow ``'mmdet::'`` bases while loading."""
+    original = Config.__dict__['_file2dict']
+
+    def _file2dict(filename, use_predefined_variables=True):
+        if '::' in str(filename):
+            filename = resolve_scoped_path(str(filename))
+        return original.__func__(filename, use_predefined_variables)
+
+    Config._file2dict = staticmethod(_file2dict)
+    try:
+        yield
+    finally:
+        Config._file2dict = original
+
+
+def parse_cfg_options(options: Union[None, Sequence[str], Mapping[str, Any]]) -> dict:
+    """Parse ``key=value`` strings exactly as mmdet's ``--cfg-options`` (mmcv ``DictAction``).
+
+    Args:
+        options: ``['optimizer.lr=0.01', 'model.neck.num_outs=4']``, an already
+            parsed mapping, or None.
+
+    Returns:
+        A ``{dotted.key: value}`` dict for ``Config.merge_from_dict``.
+    """
+    if not options:
+        return {}
+    if isinstance(options, Mapping):
+        return dict(options)
+    parsed = {}
+    for item in options:
+        if '=' not in item:
+            raise ConfigError(f"--cfg-options '{item}': expected key=value, "
+                              f"e.g. optimizer.lr=0.01")
+        key, value = item.split('=', maxsplit=1)
+        parsed[key] = DictAction._parse_iterable(value)
+    return parsed
+
+
+def _import_custom_modules(cfg: Config, source: str) -> None:
+    custom = cfg.get('custom_imports')
+    if not custom:
+        return
+    imports = custom.get('imports', [])
+    if isinstance(imports, str):
+        imports = [imports]
+    allow_failed = custom.get('allow_failed_imports', False)
+    for name in imports:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if allow_failed:
+                continue
+            raise ConfigError(f"{source}: custom_imports: cannot import '{name}' ({exc}); "
+                              f"install it or fix custom_imports.imports") from None
+
+
+def _read_file(path: str) -> Config:
+    if not osp.isfile(path):
+        raise ConfigError(f'config file not found: {path}; pass an existing .py config')
+    try:
+        with _scoped_bases():
+            return Config.fromfile(path, import_custom_modules=False)
+    except SyntaxError as exc:
+        where = f'{exc.filename}:{exc.lineno}' if exc.filename else path
+        raise ConfigError(f'{path}: Python syntax error in {where}: {exc.msg}') from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f'{path}: {exc}; check the _base_ paths') from None
+
+
+def load_config(config: ConfigLike,
+                cfg_options: Union[None, Sequence[str], Mapping[str, Any]] = None) -> Config:
+    """Load an mmdet 2.x config the way mmdet's ``tools/train.py`` does.
+
+    Args:
+        config: A ``.py`` config path, an mmcv ``Config`` (copied), or a dict of
+            config keys (e.g. the one stored in a lit_mmdet checkpoint).
+        cfg_options: ``--cfg-options`` overrides: ``key=value`` strings or a mapping.
+
+    Returns:
+        The processed config. ``cfg.filename`` is the source file when there is one.
+
+    Raises:
+        ConfigError: Missing file, syntax error, unknown ``mmdet::`` base or a
+            ``custom_imports`` module that cannot be imported.
+    """
+    from mmdet.utils import replace_cfg_vals, update_data_root
+
+    if isinstance(config, Config):
+        cfg, source = Config(config._cfg_dict.to_dict(), filename=config.filename), config.filename
+    elif isinstance(config, Mapping):
+        cfg, source = Config(dict(config)), '<dict config>'
+    else:
+        source = os.fspath(config)
+        cfg = _read_file(source)
+    cfg = replace_cfg_vals(cfg)
+    update_data_root(cfg)
+    overrides = parse_cfg_options(cfg_options)
+    if overrides:
+        cfg.merge_from_dict(overrides)
+    _import_custom_modules(cfg, source or '<config>')
+    return cfg
+
+
+def to_container(cfg: Union[Config, ConfigDict]) -> dict:
+    """A plain ``dict`` copy of a config (for checkpoints and hyper-parameters)."""
+    data = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+    return mmcv.ConfigDict(data).to_dict()

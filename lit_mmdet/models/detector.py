@@ -1,0 +1,149 @@
+"""``LitDetector``: an mmdet 2.x detector as a LightningModule.
+
+Loss and inference stay mmdet's: ``training_step`` is the detector's own
+``train_step`` (forward with ``return_loss=True`` + ``_parse_losses``),
+validation and test are mmdet's ``simple_test`` path (``return_loss=False,
+rescale=True``) followed by ``dataset.evaluate``. The optimizer is mmdet's
+``build_optimizer``; ``lr_config``/``momentum_config`` run through mmcv's own
+updater hooks; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+import torch
+from mmcv import Config
+from mmdet.core import build_optimizer
+from torch.nn.utils import clip_grad_norm_
+
+from ..config import ConfigLike, load_config, to_container
+from ..data.batch import unwrap_batch
+from ..evaluation import encode_results, evaluate, gather_results
+from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks
+from .builder import build_model
+
+__all__ = ['LitDetector', 'scaled_lr']
+
+log = logging.getLogger(__name__)
+
+
+def scaled_lr(cfg: Config, world_size: int) -> float:
+    """``optimizer.lr`` after mmdet's ``auto_scale_lr`` rule for ``world_size`` processes."""
+    lr = cfg.optimizer.lr
+    auto = cfg.get('auto_scale_lr') or {}
+    if not auto.get('enable', False) or auto.get('base_batch_size') is None:
+        return lr
+    data = cfg.data
+    per_gpu = data.get('train_dataloader', {}).get('samples_per_gpu', data.get('samples_per_gpu', 2))
+    return lr * (world_size * per_gpu) / auto['base_batch_size']
+
+
+class LitDetector(pl.LightningModule):
+    """Train, validate, test and predict with any mmdet 2.x detector config.
+
+    Args:
+        config: A config path, an mmcv ``Config`` or a config dict (as stored in
+            this module's checkpoints, so ``load_from_checkpoint`` needs no file).
+        cfg_options: ``--cfg-options`` style overrides (``['optimizer.lr=0.01']``).
+
+    Attributes:
+        cfg: The processed mmcv ``Config`` (neck ``in_channels`` filled in).
+        model: The mmdet detector from ``build_detector``.
+    """
+
+    def __init__(self, config: Union[ConfigLike, Mapping[str, Any]],
+                 cfg_options: Optional[Sequence[str]] = None) -> None:
+        super().__init__()
+        self.cfg = load_config(config, cfg_options)
+        self.model = build_model(self.cfg)
+        self.save_hyperparameters({'config': to_container(self.cfg)})
+        self._eval_results: list = []
+        self._grad_norm: Optional[torch.Tensor] = None
+
+    # ------------------------------------------------------------------ batches
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Unwrap mmcv DataContainers; tensors go to ``device``, ``cpu_only`` data stays."""
+        return unwrap_batch(batch, device)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self.model.train_step(batch, None)
+        batch_size = outputs['num_samples']
+        metrics = {f'train/{k}': v for k, v in outputs['log_vars'].items()}
+        if self._trainer is not None and self.trainer.optimizers:
+            # the LR this step uses (set by the schedule callback), as mmcv's TextLoggerHook logs it
+            metrics['train/lr'] = self.trainer.optimizers[0].param_groups[0]['lr']
+        self.log('train/loss', metrics.pop('train/loss'), prog_bar=True, batch_size=batch_size)
+        self.log_dict(metrics, batch_size=batch_size)
+        return outputs['loss']
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        optimizer_cfg = self.cfg.optimizer.copy()
+        optimizer_cfg['lr'] = scaled_lr(self.cfg, self.trainer.world_size if self._trainer else 1)
+        return build_optimizer(self.model, optimizer_cfg)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The config's LR/momentum schedule, whatever Trainer this module is given."""
+        hooks = build_schedule_hooks(self.cfg.get('lr_config'), self.cfg.get('momentum_config'))
+        by_epoch = self.cfg.get('runner', {}).get('type', 'EpochBasedRunner') != 'IterBasedRunner'
+        return [MMCVScheduleCallback(hooks, by_epoch_runner=by_epoch)] if hooks else []
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
+                                    gradient_clip_val: Optional[float] = None,
+                                    gradient_clip_algorithm: Optional[str] = None) -> None:
+        """``optimizer_config.grad_clip`` exactly as mmcv's ``OptimizerHook.clip_grads``."""
+        grad_clip = (self.cfg.get('optimizer_config') or {}).get('grad_clip')
+        if grad_clip is None:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+        if params:
+            self._grad_norm = clip_grad_norm_(params, **grad_clip)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._grad_norm is not None:
+            self.log('train/grad_norm', self._grad_norm, batch_size=len(batch['img_metas']))
+            self._grad_norm = None
+
+    # --------------------------------------------------------------- evaluation
+    def _infer(self, batch: dict) -> list:
+        return self.model(return_loss=False, rescale=True, **batch)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_results.extend(encode_results(self._infer(batch)))
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_results.extend(encode_results(self._infer(batch)))
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list:
+        return self._infer(batch)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_results = []
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluate_epoch('val', self.trainer.val_dataloaders)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluate_epoch('test', self.trainer.test_dataloaders)
+
+    def _evaluate_epoch(self, prefix: str, loader: Any) -> None:
+        results, self._eval_results = self._eval_results, []
+        if self.trainer.sanity_checking:
+            return
+        dataset = loader.dataset
+        results = gather_results(results, len(dataset))
+        if len(results) != len(dataset):
+            log.warning('%s: %d results for %d images (limited batches?): dataset.evaluate skipped',
+                        prefix, len(results), len(dataset))
+            return
+        metrics = evaluate(dataset, results, self.cfg.get('evaluation', {}))
+        self.log_dict({f'{prefix}/{k}': v for k, v in metrics.items()},
+                      batch_size=1, sync_dist=False, rank_zero_only=False)

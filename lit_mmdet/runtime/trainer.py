@@ -1,0 +1,125 @@
+"""mmcv runtime keys -> a Lightning ``Trainer`` (length, evaluation, checkpoints, logging, devices)."""
+from __future__ import annotations
+
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+from mmcv import Config
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from ..errors import ConfigError
+
+__all__ = ['TrainerOptions', 'build_trainer', 'runner_length']
+
+
+@dataclass
+class TrainerOptions:
+    """Command-line choices that override or complete the config's runtime keys."""
+
+    work_dir: str
+    gpus: Optional[int] = None
+    accelerator: Optional[str] = None
+    devices: Union[int, str, None] = None
+    max_epochs: Optional[int] = None
+    max_iters: Optional[int] = None
+    deterministic: bool = False
+    fast_dev_run: Union[int, bool] = False
+    precision: Optional[str] = None
+    extra: dict = field(default_factory=dict)
+
+
+def runner_length(cfg: Config, opts: TrainerOptions) -> tuple[bool, dict]:
+    """``runner`` (or the CLI) -> (by_epoch, Trainer length kwargs); updates ``cfg.runner``."""
+    runner = dict(cfg.get('runner') or dict(type='EpochBasedRunner', max_epochs=cfg.get('total_epochs', 12)))
+    if opts.max_iters is not None:
+        runner = dict(type='IterBasedRunner', max_iters=opts.max_iters)
+    elif opts.max_epochs is not None:
+        runner = dict(type='EpochBasedRunner', max_epochs=opts.max_epochs)
+    kind = runner.get('type')
+    if kind == 'IterBasedRunner':
+        cfg.runner = runner
+        return False, dict(max_steps=int(runner['max_iters']), max_epochs=-1)
+    if kind == 'EpochBasedRunner':
+        cfg.runner = runner
+        return True, dict(max_epochs=int(runner['max_epochs']))
+    raise ConfigError(f"runner.type='{kind}' is not supported; use EpochBasedRunner or IterBasedRunner")
+
+
+def _devices(opts: TrainerOptions, cfg: Config) -> dict:
+    if opts.gpus is not None:
+        available = torch.cuda.device_count()
+        if opts.gpus > available:
+            raise ConfigError(f'--gpus {opts.gpus} asks for {opts.gpus} GPU(s) but this machine has '
+                              f'{available}; use --gpus {available} or --accelerator cpu')
+        accelerator, devices = ('gpu', opts.gpus) if opts.gpus > 0 else ('cpu', 1)
+    else:
+        accelerator, devices = opts.accelerator or 'auto', opts.devices or 1
+    kwargs: dict[str, Any] = dict(accelerator=accelerator, devices=devices)
+    many = devices == -1 or devices == 'auto' or (isinstance(devices, int) and devices > 1) \
+        or (isinstance(devices, (list, str)) and len(str(devices).split(',')) > 1)
+    if many:
+        from pytorch_lightning.strategies import DDPStrategy
+        kwargs['strategy'] = DDPStrategy(
+            find_unused_parameters=bool(cfg.get('find_unused_parameters', False)),
+            broadcast_buffers=False)
+    return kwargs
+
+
+def _checkpoint_callback(cfg: Config, work_dir: str, by_epoch_runner: bool) -> ModelCheckpoint:
+    ckpt = dict(cfg.get('checkpoint_config') or {})
+    interval = int(ckpt.get('interval', -1))
+    by_epoch = ckpt.get('by_epoch', by_epoch_runner)
+    keep = int(ckpt.get('max_keep_ckpts', -1))
+    kwargs: dict[str, Any] = dict(dirpath=osp.join(work_dir, 'checkpoints'),
+                                  save_last=ckpt.get('save_last', True))
+    if interval > 0:
+        kwargs['every_n_epochs' if by_epoch else 'every_n_train_steps'] = interval
+        if keep > 0:  # mmcv's max_keep_ckpts keeps the newest files: rank them by step
+            kwargs.update(save_top_k=keep, monitor='step', mode='max')
+        else:
+            kwargs['save_top_k'] = -1
+    else:
+        kwargs['save_top_k'] = 0
+    return ModelCheckpoint(**kwargs)
+
+
+def build_trainer(cfg: Config, opts: TrainerOptions,
+                  callbacks: Optional[list[pl.Callback]] = None) -> pl.Trainer:
+    """A Trainer that runs the config as mmdet's runner would.
+
+    ``runner`` sets max_epochs/max_steps, ``evaluation.interval`` the validation
+    cadence, ``checkpoint_config`` a ModelCheckpoint (``last.ckpt`` always kept),
+    ``log_config.interval`` ``log_every_n_steps`` (CSVLogger writes
+    ``<work_dir>/csv/version_*/metrics.csv``), ``fp16`` 16-mixed precision,
+    ``find_unused_parameters`` the DDP strategy. Samplers stay mmdet's
+    (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none).
+    """
+    by_epoch, length = runner_length(cfg, opts)
+    evaluation = dict(cfg.get('evaluation') or {})
+    interval = int(evaluation.get('interval', 1))
+    has_val = 'val' in cfg.get('data', {})
+    cadence: dict[str, Any] = dict(check_val_every_n_epoch=interval) if by_epoch \
+        else dict(check_val_every_n_epoch=None, val_check_interval=interval)
+    if not has_val:
+        cadence = dict(limit_val_batches=0)
+    precision = opts.precision or ('16-mixed' if cfg.get('fp16') else '32-true')
+    log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
+    return pl.Trainer(
+        default_root_dir=opts.work_dir,
+        logger=[CSVLogger(opts.work_dir, name='csv')],
+        callbacks=[_checkpoint_callback(cfg, opts.work_dir, by_epoch), *(callbacks or [])],
+        log_every_n_steps=log_interval,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+        deterministic='warn' if opts.deterministic else None,
+        fast_dev_run=opts.fast_dev_run,
+        precision=precision,
+        **_devices(opts, cfg),
+        **length,
+        **cadence,
+        **opts.extra,
+    )

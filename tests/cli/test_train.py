@@ -1,0 +1,77 @@
+"""End-to-end ``train.py`` runs (subprocesses, as a user runs them)."""
+import csv
+import glob
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, tiny_options
+
+
+def _train(*args, cwd=ROOT):
+    env = dict(os.environ, WANDB_MODE='offline', PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, osp.join(ROOT, 'train.py'), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_help_lists_flags():
+    out = _train('--help')
+    assert out.returncode == 0
+    for flag in ('--config', '--work-dir', '--gpus', '--accelerator', '--devices', '--max-epochs',
+                 '--max-iters', '--seed', '--deterministic', '--cfg-options', '--fast-dev-run',
+                 '--resume'):
+        assert flag in out.stdout, flag
+
+
+@pytest.mark.slow
+def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
+    work = tmp_path / 'work'
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'checkpoint_config.interval': 1})
+    out = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-epochs', '2',
+                 '--seed', '0', '--cfg-options', *cli_options(options))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (metrics,) = glob.glob(str(work / '**' / 'metrics.csv'), recursive=True)
+    rows = _rows(metrics)
+    train = [r for r in rows if r.get('train/loss')]
+    steps = [int(r['step']) for r in train]
+    assert steps == list(range(8))  # 8 images / batch 2 * 2 epochs, log_config.interval=1
+    for key in ('train/loss_mask', 'train/loss_cls', 'train/lr', 'train/grad_norm'):
+        assert all(math.isfinite(float(r[key])) for r in train), key
+    # linear warmup from lr * warmup_ratio, as mmcv's hook
+    assert float(train[0]['train/lr']) == pytest.approx(1e-3 * 0.01)
+    assert float(train[1]['train/lr']) > float(train[0]['train/lr'])
+    val = [r for r in rows if r.get('val/segm_mAP')]
+    assert len(val) == 1 and 0.0 <= float(val[0]['val/segm_mAP']) <= 1.0
+    assert 'val/bbox_mAP' in val[0]
+    assert 'final validation: ' in out.stdout and 'val/segm_mAP=' in out.stdout
+    assert osp.isfile(work / 'checkpoints' / 'last.ckpt')
+    assert osp.isfile(work / 'solo_timm_shapes.py')  # the resolved config, as mmdet dumps it
+
+    # the checkpoint carries its config: it loads without any config file
+    from lit_mmdet import LitDetector
+    model = LitDetector.load_from_checkpoint(str(work / 'checkpoints' / 'last.ckpt'))
+    assert model.cfg.model.neck.in_channels == [64, 128, 256, 512]
+    assert model.model.CLASSES == ('circle', 'square', 'triangle')
+
+
+def test_bad_config_is_one_line_and_exit_2(tmp_path):
+    out = _train('--config', str(tmp_path / 'missing.py'))
+    assert out.returncode == 2
+    assert out.stderr.strip().count('\n') == 0 and 'config file not found' in out.stderr
+    assert 'Traceback' not in out.stderr
+
+
+def test_gpus_without_gpus_is_one_line_error(tmp_path, shapes_dir):
+    out = _train('--config', SHAPES_CONFIG, '--work-dir', str(tmp_path), '--gpus', '2',
+                 '--cfg-options', *cli_options(tiny_options(shapes_dir)))
+    assert out.returncode == 2
+    assert 'asks for 2 GPU(s)' in out.stderr and out.stderr.strip().count('\n') == 0

@@ -1,0 +1,128 @@
+"""LitDetector against mmdet itself: same batch, same weights -> same losses, results, metrics."""
+import copy
+import logging
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from mmcv.parallel import scatter_kwargs
+from mmcv.runner import OptimizerHook
+from mmdet.apis import single_gpu_test
+from mmdet.apis.train import auto_scale_lr
+from mmdet.core import build_optimizer
+from mmdet.utils import build_dp
+
+from lit_mmdet import LitDetector, MMDetDataModule
+from lit_mmdet.data import unwrap_batch
+from lit_mmdet.models.detector import scaled_lr
+
+
+def _first_batch(cfg, split='train'):
+    data = MMDetDataModule(cfg, seed=0)
+    data.setup('fit')
+    loader = data.train_dataloader() if split == 'train' else data.val_dataloader()
+    np.random.seed(0)
+    return data, next(iter(loader))
+
+
+def test_training_step_equals_mmdet_train_step(tiny_cfg):
+    torch.manual_seed(0)
+    lit = LitDetector(tiny_cfg)
+    reference = build_dp(copy.deepcopy(lit.model), 'cpu')
+    _, batch = _first_batch(lit.cfg)
+
+    logged = {}
+    lit.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    lit.log_dict = lambda values, **kw: logged.update(values)
+    loss = lit.training_step(lit.transfer_batch_to_device(copy.deepcopy(batch), torch.device('cpu'), 0), 0)
+    expected = reference.train_step(copy.deepcopy(batch), None)
+
+    torch.testing.assert_close(loss, expected['loss'], rtol=1e-6, atol=0)
+    for name, value in expected['log_vars'].items():
+        assert logged[f'train/{name}'] == pytest.approx(value, rel=1e-6), name
+    assert {'train/loss', 'train/loss_mask', 'train/loss_cls'} <= set(logged)
+
+
+def test_batch_unwrapping_equals_mmcv_scatter(tiny_cfg):
+    _, batch = _first_batch(tiny_cfg)
+    ours = unwrap_batch(batch, torch.device('cpu'))
+    (theirs,) = scatter_kwargs((), batch, [-1])[1]
+    assert set(ours) == set(theirs) == {'img', 'img_metas', 'gt_bboxes', 'gt_labels', 'gt_masks'}
+    torch.testing.assert_close(ours['img'], theirs['img'])
+    assert ours['img_metas'] == theirs['img_metas']
+    for a, b in zip(ours['gt_bboxes'], theirs['gt_bboxes']):
+        torch.testing.assert_close(a, b)
+    assert [type(m).__name__ for m in ours['gt_masks']] == ['BitmapMasks'] * len(ours['img_metas'])
+    assert all(np.array_equal(a.masks, b.masks) for a, b in zip(ours['gt_masks'], theirs['gt_masks']))
+
+
+def test_validation_equals_single_gpu_test_and_dataset_evaluate(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    lit = LitDetector(tiny_cfg)
+    # an untrained SOLO scores 0.01 and predicts empty masks: lift both so there are detections
+    lit.model.mask_head.conv_cls.bias.data.fill_(0.0)
+    for conv in lit.model.mask_head.conv_mask_list:
+        conv.bias.data.normal_(0.0, 1.0)
+    data = MMDetDataModule(lit.cfg, seed=0)
+    captured = {}
+    original = lit._evaluate_epoch
+
+    def capture(prefix, loader):
+        captured['results'] = list(lit._eval_results)
+        original(prefix, loader)
+
+    lit._evaluate_epoch = capture
+    trainer = pl.Trainer(accelerator='cpu', logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, default_root_dir=str(tmp_path))
+    (metrics,) = trainer.validate(lit, datamodule=data, verbose=False)
+
+    reference = build_dp(copy.deepcopy(lit.model), 'cpu')
+    loader = data.val_dataloader()
+    expected_results = single_gpu_test(reference, loader)
+    assert len(captured['results']) == len(expected_results) == len(loader.dataset)
+    for ours, theirs in zip(captured['results'], expected_results):
+        for a, b in zip(ours[0], theirs[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert sum(len(b) for r in expected_results for b in r[0]) > 0, 'test needs detections'
+    expected = loader.dataset.evaluate(expected_results, metric=['bbox', 'segm'])
+    for key in ('bbox_mAP', 'segm_mAP', 'segm_mAP_50'):
+        assert metrics[f'val/{key}'] == pytest.approx(expected[key], abs=1e-6)
+
+
+def test_optimizer_is_mmdet_build_optimizer_with_paramwise_cfg(tiny_cfg):
+    tiny_cfg.optimizer.paramwise_cfg = dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
+                                            custom_keys={'backbone': dict(lr_mult=0.1)})
+    lit = LitDetector(tiny_cfg)
+    ours = lit.configure_optimizers()
+    theirs = build_optimizer(lit.model, tiny_cfg.optimizer)
+    assert type(ours) is type(theirs)
+    assert len(ours.param_groups) == len(theirs.param_groups)
+    for a, b in zip(ours.param_groups, theirs.param_groups):
+        assert (a['lr'], a['weight_decay']) == (b['lr'], b['weight_decay'])
+    assert {g['lr'] for g in ours.param_groups} == {1e-3, 1e-4}
+    assert 0.0 in {g['weight_decay'] for g in ours.param_groups}
+
+
+def test_grad_clip_matches_mmcv_optimizer_hook(tiny_cfg):
+    lit = LitDetector(tiny_cfg)
+    reference = copy.deepcopy(lit.model)
+    torch.manual_seed(1)
+    for p, q in zip(lit.model.parameters(), reference.parameters()):
+        p.grad = torch.randn_like(p) * 10
+        q.grad = p.grad.clone()
+    lit.configure_gradient_clipping(None)
+    norm = OptimizerHook(grad_clip=dict(lit.cfg.optimizer_config.grad_clip)).clip_grads(reference.parameters())
+    torch.testing.assert_close(lit._grad_norm, norm)
+    for p, q in zip(lit.model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+@pytest.mark.parametrize('world_size', [1, 2, 8])
+def test_auto_scale_lr_matches_mmdet(tiny_cfg, world_size):
+    from mmdet.utils import compat_cfg
+    tiny_cfg.auto_scale_lr = dict(enable=True, base_batch_size=16)
+    reference = compat_cfg(tiny_cfg)
+    reference.gpu_ids = list(range(world_size))
+    auto_scale_lr(reference, distributed=False, logger=logging.getLogger('test'))
+    assert scaled_lr(tiny_cfg, world_size) == pytest.approx(reference.optimizer.lr)

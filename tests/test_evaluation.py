@@ -1,0 +1,31 @@
+import numpy as np
+from mmdet.datasets import build_dataset
+
+from lit_mmdet.evaluation import evaluate, gather_results
+
+
+def test_empty_detections_are_zero_map(tiny_cfg):
+    dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
+    empty = [([np.zeros((0, 5), np.float32)] * 3, [[], [], []]) for _ in range(len(dataset))]
+    assert 'segm_mAP' not in dataset.evaluate(empty, metric=['bbox', 'segm'])  # mmdet's own answer
+    metrics = evaluate(dataset, empty, dict(interval=1, metric=['bbox', 'segm']))
+    assert metrics['segm_mAP'] == metrics['bbox_mAP'] == metrics['bbox_mAP_50'] == 0.0
+
+
+def test_perfect_detections_evaluate_like_dataset_evaluate(tiny_cfg):
+    dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
+    results = []
+    for i in range(len(dataset)):
+        ann = dataset.get_ann_info(i)
+        boxes = [np.zeros((0, 5), np.float32) for _ in dataset.CLASSES]
+        for box, label in zip(ann['bboxes'], ann['labels']):
+            boxes[label] = np.vstack([boxes[label], np.append(box, 1.0)[None].astype(np.float32)])
+        results.append(boxes)
+    metrics = evaluate(dataset, results, dict(interval=3, save_best='auto', metric='bbox'))
+    expected = dataset.evaluate(results, metric='bbox')
+    assert metrics['bbox_mAP'] == expected['bbox_mAP'] > 0.9
+    assert 'bbox_mAP_copypaste' not in metrics
+
+
+def test_gather_results_single_process_truncates():
+    assert gather_results([1, 2, 3, 4], 3) == [1, 2, 3]
