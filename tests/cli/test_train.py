@@ -51,7 +51,7 @@ def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
     assert float(train[1]['train/lr']) > float(train[0]['train/lr'])
     val = [r for r in rows if r.get('val/segm_mAP')]
     assert len(val) == 1 and 0.0 <= float(val[0]['val/segm_mAP']) <= 1.0
-    assert 'val/bbox_mAP' in val[0]
+    assert 'val/segm_mAP_50' in val[0] and 'val/bbox_mAP' not in val[0]  # evaluation.metric=['segm']
     assert 'final validation: ' in out.stdout and 'val/segm_mAP=' in out.stdout
     assert osp.isfile(work / 'checkpoints' / 'last.ckpt')
     assert osp.isfile(work / 'solo_timm_shapes.py')  # the resolved config, as mmdet dumps it

@@ -59,6 +59,7 @@ def test_batch_unwrapping_equals_mmcv_scatter(tiny_cfg):
 
 def test_validation_equals_single_gpu_test_and_dataset_evaluate(tiny_cfg, tmp_path):
     torch.manual_seed(0)
+    tiny_cfg.evaluation.metric = ['bbox', 'segm']
     lit = LitDetector(tiny_cfg)
     # an untrained SOLO scores 0.01 and predicts empty masks: lift both so there are detections
     lit.model.mask_head.conv_cls.bias.data.fill_(0.0)
