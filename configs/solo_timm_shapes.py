@@ -82,8 +82,8 @@ lr_config = dict(
     warmup_ratio=0.01,
     min_lr_ratio=0.01,
     by_epoch=False)
-runner = dict(type='EpochBasedRunner', max_epochs=20)
+runner = dict(type='EpochBasedRunner', max_epochs=24)
 # mmdet 2.x SOLO predicts masks only (its boxes are placeholders): evaluate segm, as mmdet's SOLO results do
-evaluation = dict(interval=10, metric=['segm'])
-checkpoint_config = dict(interval=10, max_keep_ckpts=2)
+evaluation = dict(interval=12, metric=['segm'])
+checkpoint_config = dict(interval=12, max_keep_ckpts=2)
 log_config = dict(interval=10, hooks=[dict(type='TextLoggerHook')])

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import os
 import os.path as osp
 import random
-import sys
 from typing import Optional, Sequence
 
 from .. import _compat  # noqa: F401
 from ..errors import ConfigError
+from .common import add_config_args, add_device_args, run_main
 
 __all__ = ['build_parser', 'main', 'resolve_resume']
 
@@ -19,24 +18,19 @@ __all__ = ['build_parser', 'main', 'resolve_resume']
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='train.py', description='Train an mmdet 2.x config with PyTorch Lightning.')
-    parser.add_argument('--config', required=True, help='mmdet 2.x config file (.py)')
+    add_config_args(parser)
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
-    parser.add_argument('--gpus', type=int, help='number of GPUs (DDP when > 1)')
-    parser.add_argument('--accelerator', help="Lightning accelerator: cpu, gpu, auto, ...")
-    parser.add_argument('--devices', help='Lightning devices: a count, a list "0,1" or auto')
+    add_device_args(parser)
     parser.add_argument('--max-epochs', type=int, help='override runner: EpochBasedRunner, N epochs')
     parser.add_argument('--max-iters', type=int, help='override runner: IterBasedRunner, N iterations')
     parser.add_argument('--seed', type=int, help='random seed (default: cfg.seed or a random one)')
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic algorithms (cudnn.deterministic, warn otherwise)')
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                        help="override config keys as mmdet's --cfg-options, e.g. optimizer.lr=0.01")
     parser.add_argument('--fast-dev-run', type=int, default=0, metavar='N',
                         help='run N train/val batches only (a smoke test)')
     parser.add_argument('--resume', help="a checkpoint to resume from, or 'auto' for "
                         "<work-dir>/checkpoints/last.ckpt when it exists")
-    parser.add_argument('--debug', action='store_true', help='show full tracebacks')
     return parser
 
 
@@ -50,12 +44,6 @@ def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
     if not osp.isfile(resume):
         raise ConfigError(f"--resume '{resume}' not found; give a .ckpt file or 'auto'")
     return resume
-
-
-def _devices_arg(value: Optional[str]):
-    if value is None or value == 'auto':
-        return value
-    return int(value) if value.isdigit() else value
 
 
 def _seed(args: argparse.Namespace, cfg) -> int:
@@ -87,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     set_random_seed(cfg.seed, deterministic=args.deterministic)
 
     opts = TrainerOptions(work_dir=work_dir, gpus=args.gpus, accelerator=args.accelerator,
-                          devices=_devices_arg(args.devices), max_epochs=args.max_epochs,
+                          devices=args.devices, max_epochs=args.max_epochs,
                           max_iters=args.max_iters, deterministic=args.deterministic,
                           fast_dev_run=args.fast_dev_run or False)
     trainer = build_trainer(cfg, opts)  # resolves cfg.runner before the config is stored
@@ -95,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     data = MMDetDataModule(model.cfg, seed=cfg.seed)
     ckpt_path = resolve_resume(args.resume, work_dir)
     if ckpt_path is None and cfg.get('load_from'):
-        from mmcv.runner import load_checkpoint
-        load_checkpoint(model.model, cfg.load_from, map_location='cpu', strict=False)
+        from ..models.checkpoint import load_mmdet_weights
+        print(f'load_from {cfg.load_from}: {load_mmdet_weights(model.model, cfg.load_from)}')
     if trainer.is_global_zero:
         model.cfg.dump(osp.join(work_dir, f'{name}.py'))
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
@@ -112,16 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; a bad config or input is one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ConfigError, FileNotFoundError) as exc:
-        if args.debug:
-            raise
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == '__main__':
-    logging.basicConfig(level=logging.INFO)
     raise SystemExit(main())

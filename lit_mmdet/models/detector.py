@@ -9,9 +9,12 @@ updater hooks; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
 from typing import Any, Mapping, Optional, Sequence, Union
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from mmcv import Config
@@ -23,6 +26,7 @@ from ..data.batch import unwrap_batch
 from ..evaluation import encode_results, evaluate, gather_results
 from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks
 from .builder import build_model
+from .inference import collect_images, format_result
 
 __all__ = ['LitDetector', 'scaled_lr']
 
@@ -58,8 +62,11 @@ class LitDetector(pl.LightningModule):
         super().__init__()
         self.cfg = load_config(config, cfg_options)
         self.model = build_model(self.cfg)
+        self.model.cfg = self.cfg  # as mmdet's init_detector: inference_detector reads it
         self.save_hyperparameters({'config': to_container(self.cfg)})
         self._eval_results: list = []
+        #: Results of the last validation/test epoch, all ranks gathered in dataset order.
+        self.results: list = []
         self._grad_norm: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ batches
@@ -110,6 +117,36 @@ class LitDetector(pl.LightningModule):
             self.log('train/grad_norm', self._grad_norm, batch_size=len(batch['img_metas']))
             self._grad_norm = None
 
+    # ---------------------------------------------------------------- inference
+    @torch.no_grad()
+    def infer(self, images: Any) -> list:
+        """mmdet results for image paths, BGR arrays or folders, via mmdet's ``inference_detector``."""
+        from mmdet.apis import inference_detector
+
+        images = collect_images(images)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # inference_detector picks file or array loading from its first input (one call per
+            # run of same-kind inputs) and edits model.cfg in place for arrays (a fresh copy each)
+            results: list = []
+            for _, run in itertools.groupby(images, key=lambda im: isinstance(im, np.ndarray)):
+                self.model.cfg = copy.deepcopy(self.cfg)
+                results += inference_detector(self.model, list(run))
+            return results
+        finally:
+            self.model.cfg = self.cfg
+            self.model.train(was_training)
+
+    def predict(self, images: Any, score_thr: float = 0.3) -> list[dict]:
+        """Per image: ``boxes`` (N, 4, xyxy in input pixels), ``scores``, ``labels``, ``masks`` or None.
+
+        Args:
+            images: File paths, BGR ``numpy`` arrays (as mmdet reads images) or folders.
+            score_thr: Keep detections scoring above this.
+        """
+        return [format_result(r, score_thr) for r in self.infer(images)]
+
     # --------------------------------------------------------------- evaluation
     def _infer(self, batch: dict) -> list:
         return self.model(return_loss=False, rescale=True, **batch)
@@ -144,6 +181,7 @@ class LitDetector(pl.LightningModule):
             log.warning('%s: %d results for %d images (limited batches?): dataset.evaluate skipped',
                         prefix, len(results), len(dataset))
             return
+        self.results = results
         metrics = evaluate(dataset, results, self.cfg.get('evaluation', {}))
         self.log_dict({f'{prefix}/{k}': v for k, v in metrics.items()},
                       batch_size=1, sync_dist=False, rank_zero_only=False)

@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from ..errors import ConfigError
 
-__all__ = ['TrainerOptions', 'build_trainer', 'runner_length']
+__all__ = ['TrainerOptions', 'build_trainer', 'device_kwargs', 'runner_length', 'save_best_key']
 
 
 @dataclass
@@ -49,7 +49,8 @@ def runner_length(cfg: Config, opts: TrainerOptions) -> tuple[bool, dict]:
     raise ConfigError(f"runner.type='{kind}' is not supported; use EpochBasedRunner or IterBasedRunner")
 
 
-def _devices(opts: TrainerOptions, cfg: Config) -> dict:
+def device_kwargs(opts: TrainerOptions, cfg: Config) -> dict:
+    """`--gpus` or `--accelerator/--devices` -> Trainer kwargs; DDP (mmdet's DDP arguments) for several."""
     if opts.gpus is not None:
         available = torch.cuda.device_count()
         if opts.gpus > available:
@@ -87,6 +88,49 @@ def _checkpoint_callback(cfg: Config, work_dir: str, by_epoch_runner: bool) -> M
     return ModelCheckpoint(**kwargs)
 
 
+def save_best_key(cfg: Config) -> Optional[tuple[str, str]]:
+    """``evaluation.save_best`` -> (metric key, 'max'|'min'), with mmcv EvalHook's rule inference.
+
+    ``'auto'`` is the first metric's key, as mmcv picks the first key ``dataset.evaluate``
+    returns (``bbox_mAP`` / ``segm_mAP`` for COCO, ``mAP`` for VOC).
+    """
+    from mmcv.runner import EvalHook
+
+    evaluation = cfg.get('evaluation') or {}
+    key = evaluation.get('save_best')
+    if not key:
+        return None
+    if key == 'auto':
+        metric = evaluation.get('metric', 'bbox')
+        first = metric if isinstance(metric, str) else metric[0]
+        key = f'{first}_mAP' if first in ('bbox', 'segm') else first
+    rule = evaluation.get('rule')
+    if rule is None:
+        lower = key.lower()
+        greater = [k.lower() for k in EvalHook._default_greater_keys]
+        less = [k.lower() for k in EvalHook._default_less_keys]
+        if lower in greater or (lower not in less and any(k in lower for k in greater)):
+            rule = 'greater'
+        elif any(k in lower for k in less):
+            rule = 'less'
+        else:
+            raise ConfigError(f"evaluation.save_best='{key}': cannot tell if higher is better; "
+                              f"add evaluation.rule='greater' or 'less'")
+    if rule not in ('greater', 'less'):
+        raise ConfigError(f"evaluation.rule='{rule}' must be 'greater' or 'less'")
+    return key, 'max' if rule == 'greater' else 'min'
+
+
+def _best_checkpoint_callback(cfg: Config, work_dir: str) -> Optional[ModelCheckpoint]:
+    best = save_best_key(cfg)
+    if best is None:
+        return None
+    key, mode = best
+    return ModelCheckpoint(dirpath=osp.join(work_dir, 'checkpoints'), monitor=f'val/{key}', mode=mode,
+                           filename=f'best_{key}_epoch_{{epoch}}', auto_insert_metric_name=False,
+                           save_top_k=1, save_last=False)
+
+
 def build_trainer(cfg: Config, opts: TrainerOptions,
                   callbacks: Optional[list[pl.Callback]] = None) -> pl.Trainer:
     """A Trainer that runs the config as mmdet's runner would.
@@ -108,17 +152,19 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
         cadence = dict(limit_val_batches=0)
     precision = opts.precision or ('16-mixed' if cfg.get('fp16') else '32-true')
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
+    checkpoints = [_checkpoint_callback(cfg, opts.work_dir, by_epoch),
+                   _best_checkpoint_callback(cfg, opts.work_dir)]
     return pl.Trainer(
         default_root_dir=opts.work_dir,
         logger=[CSVLogger(opts.work_dir, name='csv')],
-        callbacks=[_checkpoint_callback(cfg, opts.work_dir, by_epoch), *(callbacks or [])],
+        callbacks=[c for c in checkpoints if c is not None] + list(callbacks or []),
         log_every_n_steps=log_interval,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         deterministic='warn' if opts.deterministic else None,
         fast_dev_run=opts.fast_dev_run,
         precision=precision,
-        **_devices(opts, cfg),
+        **device_kwargs(opts, cfg),
         **length,
         **cadence,
         **opts.extra,

@@ -2,20 +2,15 @@
 import csv
 import glob
 import math
-import os
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, tiny_options
+from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
 
 
-def _train(*args, cwd=ROOT):
-    env = dict(os.environ, WANDB_MODE='offline', PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, osp.join(ROOT, 'train.py'), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+def _train(*args):
+    return run_script('train.py', *args)
 
 
 def _rows(path):
@@ -35,7 +30,8 @@ def test_help_lists_flags():
 @pytest.mark.slow
 def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
     work = tmp_path / 'work'
-    options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'checkpoint_config.interval': 1})
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'checkpoint_config.interval': 1,
+                                          'evaluation.save_best': 'auto'})
     out = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-epochs', '2',
                  '--seed', '0', '--cfg-options', *cli_options(options))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -54,6 +50,7 @@ def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
     assert 'val/segm_mAP_50' in val[0] and 'val/bbox_mAP' not in val[0]  # evaluation.metric=['segm']
     assert 'final validation: ' in out.stdout and 'val/segm_mAP=' in out.stdout
     assert osp.isfile(work / 'checkpoints' / 'last.ckpt')
+    assert osp.isfile(work / 'checkpoints' / 'best_segm_mAP_epoch_1.ckpt')  # save_best='auto'
     assert osp.isfile(work / 'solo_timm_shapes.py')  # the resolved config, as mmdet dumps it
 
     # the checkpoint carries its config: it loads without any config file
@@ -75,3 +72,21 @@ def test_gpus_without_gpus_is_one_line_error(tmp_path, shapes_dir):
                  '--cfg-options', *cli_options(tiny_options(shapes_dir)))
     assert out.returncode == 2
     assert 'asks for 2 GPU(s)' in out.stderr and out.stderr.strip().count('\n') == 0
+
+
+@pytest.mark.slow
+def test_resume_auto_continues_from_last_checkpoint(tmp_path, shapes_dir):
+    work = tmp_path / 'work'
+    options = cli_options(tiny_options(shapes_dir, **{'evaluation.interval': 5}))
+    first = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-epochs', '1',
+                   '--seed', '0', '--resume', 'auto', '--cfg-options', *options)
+    assert first.returncode == 0, first.stderr[-3000:]  # auto with nothing to resume: a fresh run
+    second = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-epochs', '2',
+                    '--seed', '0', '--resume', 'auto', '--cfg-options', *options)
+    assert second.returncode == 0, second.stderr[-3000:]
+    runs = sorted(glob.glob(str(work / 'csv' / 'version_*' / 'metrics.csv')))
+    assert len(runs) == 2
+    steps = [int(r['step']) for r in _rows(runs[1]) if r.get('train/loss')]
+    assert steps == [4, 5, 6, 7]  # epoch 2 only, optimizer step count restored
+    bad = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--resume', str(tmp_path / 'x.ckpt'))
+    assert bad.returncode == 2 and "--resume" in bad.stderr

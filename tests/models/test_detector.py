@@ -16,6 +16,7 @@ from mmdet.utils import build_dp
 from lit_mmdet import LitDetector, MMDetDataModule
 from lit_mmdet.data import unwrap_batch
 from lit_mmdet.models.detector import scaled_lr
+from tests.helpers import lifted_detector
 
 
 def _first_batch(cfg, split='train'):
@@ -60,11 +61,7 @@ def test_batch_unwrapping_equals_mmcv_scatter(tiny_cfg):
 def test_validation_equals_single_gpu_test_and_dataset_evaluate(tiny_cfg, tmp_path):
     torch.manual_seed(0)
     tiny_cfg.evaluation.metric = ['bbox', 'segm']
-    lit = LitDetector(tiny_cfg)
-    # an untrained SOLO scores 0.01 and predicts empty masks: lift both so there are detections
-    lit.model.mask_head.conv_cls.bias.data.fill_(0.0)
-    for conv in lit.model.mask_head.conv_mask_list:
-        conv.bias.data.normal_(0.0, 1.0)
+    lit = lifted_detector(tiny_cfg)  # an untrained SOLO predicts nothing
     data = MMDetDataModule(lit.cfg, seed=0)
     captured = {}
     original = lit._evaluate_epoch

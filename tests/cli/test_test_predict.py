@@ -1,0 +1,93 @@
+"""test.py and predict.py end to end, against mmdet's own evaluation of the exported model."""
+import copy
+import json
+import os.path as osp
+
+import cv2
+import numpy as np
+import pytest
+from mmdet.apis import init_detector, single_gpu_test
+from mmdet.utils import build_dp
+
+from lit_mmdet import load_config
+from lit_mmdet.datasets.shapes import generate_split
+from lit_mmdet.models.checkpoint import export_mmdet_checkpoint
+from tests.helpers import SHAPES_CONFIG, real_checkpoint, run_script, tiny_options
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, shapes_dir):
+    root = tmp_path_factory.mktemp('testpy')
+    # an odd-sized test split: the 2-process sampler pads it, results must drop the padding
+    generate_split(str(root / 'data'), 'val', 5, seed=11, size=64, max_objects=3)
+    options = tiny_options(shapes_dir, **{
+        'data.test.ann_file': str(root / 'data' / 'annotations' / 'instances_val.json'),
+        'data.test.img_prefix': str(root / 'data' / 'val') + '/',
+        'evaluation.metric': ['bbox', 'segm']})
+    cfg = load_config(SHAPES_CONFIG, options)
+    ckpt = real_checkpoint(cfg, str(root / 'model.ckpt'))
+    return root, ckpt, cfg
+
+
+def _metrics(work_dir):
+    with open(osp.join(work_dir, 'test_metrics.json')) as f:
+        return json.load(f)['metrics']
+
+
+@pytest.mark.slow
+def test_test_py_equals_mmdet_and_two_processes_equal_one(trained):
+    root, ckpt, cfg = trained
+    one = run_script('test.py', '--checkpoint', ckpt, '--work-dir', str(root / 'w1'),
+               '--out', str(root / 'results.pkl'))
+    assert one.returncode == 0, one.stderr[-3000:]
+    ours = _metrics(root / 'w1')
+
+    out, config = export_mmdet_checkpoint(ckpt, str(root / 'solo.pth'))
+    from lit_mmdet import MMDetDataModule
+    data = MMDetDataModule(copy.deepcopy(cfg))
+    data.setup('test')
+    loader = data.test_dataloader()
+    results = single_gpu_test(build_dp(init_detector(config, out, device='cpu'), 'cpu'), loader)
+    expected = loader.dataset.evaluate(results, metric=['bbox', 'segm'])
+    assert len(loader.dataset) == 5
+    for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50'):
+        assert ours[key] == pytest.approx(expected[key], abs=1e-6), key
+    import mmcv
+    assert len(mmcv.load(str(root / 'results.pkl'))) == 5
+
+    two = run_script('test.py', '--checkpoint', ckpt, '--work-dir', str(root / 'w2'),
+               '--accelerator', 'cpu', '--devices', '2')
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert _metrics(root / 'w2') == ours
+
+
+def test_test_py_metrics_flag_and_errors(trained, tmp_path):
+    root, ckpt, _ = trained
+    out = run_script('test.py', '--checkpoint', ckpt, '--work-dir', str(tmp_path), '--metrics', 'segm')
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'segm_mAP' in _metrics(tmp_path) and 'bbox_mAP' not in _metrics(tmp_path)
+    missing = run_script('test.py', '--checkpoint', str(tmp_path / 'nope.ckpt'))
+    assert missing.returncode == 2 and 'not found' in missing.stderr
+    assert missing.stderr.strip().count('\n') == 0
+
+
+def test_predict_py_writes_images_and_json(trained, shapes_dir, tmp_path):
+    _, ckpt, _ = trained
+    folder = osp.join(shapes_dir, 'val')
+    out = run_script('predict.py', '--checkpoint', ckpt, folder, '--out-dir', str(tmp_path), '--score-thr', '0.05')
+    assert out.returncode == 0, out.stderr[-3000:]
+    for i in range(4):
+        drawn = cv2.imread(str(tmp_path / f'{i:06d}.png'))
+        original = cv2.imread(osp.join(folder, f'{i:06d}.png'))
+        assert drawn is not None and drawn.shape == original.shape
+        assert drawn.std() > 5  # not blank
+        with open(tmp_path / f'{i:06d}.json') as f:
+            record = json.load(f)
+        assert record['image'].endswith(f'{i:06d}.png')
+        for det in record['detections']:
+            assert det['score'] > 0.05 and det['category'] in ('circle', 'square', 'triangle')
+            assert len(det['bbox']) == 4 and set(det['segmentation']) == {'size', 'counts'}
+    assert any(json.load(open(tmp_path / f'{i:06d}.json'))['detections'] for i in range(4))
+    drawn_any = [np.abs(cv2.imread(str(tmp_path / f'{i:06d}.png')).astype(int)
+                        - cv2.imread(osp.join(folder, f'{i:06d}.png')).astype(int)).sum() for i in range(4)]
+    assert max(drawn_any) > 0  # detections were drawn on at least one image
