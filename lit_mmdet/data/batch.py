@@ -1,0 +1,41 @@
+"""Unwrap mmcv ``DataContainer`` batches the way mmcv's ``scatter`` does for one device."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from mmcv.parallel import DataContainer
+
+__all__ = ['unwrap_batch']
+
+
+def unwrap_batch(obj: Any, device: torch.device | str | None = None) -> Any:
+    """Replace every ``DataContainer`` by its data and move tensors to ``device``.
+
+    Mirrors ``mmcv.parallel.scatter`` for a single target: ``cpu_only`` containers
+    (``img_metas``, ``gt_masks`` as BitmapMasks) stay on the CPU as lists, stacked
+    ones (``img``) become one tensor on the device, unstacked ones (``gt_bboxes``,
+    ``gt_labels``) a list of tensors on the device. The loader must collate with
+    ``samples_per_gpu`` equal to its batch size (mmdet's ``build_dataloader`` does),
+    so each container holds exactly one chunk.
+
+    Args:
+        obj: A collated batch (dict/list/tuple nesting of containers and tensors).
+        device: Target device for the non-``cpu_only`` tensors; None keeps them.
+
+    Returns:
+        The same nesting with plain tensors, lists and dicts.
+    """
+    if isinstance(obj, DataContainer):
+        if len(obj.data) != 1:
+            raise ValueError(f'a DataContainer holds {len(obj.data)} chunks; build the loader with '
+                             f'collate(samples_per_gpu=batch_size) (mmdet build_dataloader does)')
+        data = obj.data[0]
+        return data if obj.cpu_only else unwrap_batch(data, device)
+    if isinstance(obj, torch.Tensor):
+        return obj if device is None else obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: unwrap_batch(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(unwrap_batch(v, device) for v in obj)
+    return obj
