@@ -1,7 +1,41 @@
 """User-facing errors: one line that names the file or key and says the fix."""
+from __future__ import annotations
 
-__all__ = ['ConfigError']
+import difflib
+import re
+from typing import Optional
+
+__all__ = ['ConfigError', 'unknown_type_error']
+
+_NOT_IN_REGISTRY = re.compile(r"(\S+) is not in the (\w+) registry")
 
 
 class ConfigError(ValueError):
     """A config (or a file it points at) is wrong in a way the user can fix."""
+
+
+def _registries() -> list:
+    from mmdet.datasets.builder import DATASETS, PIPELINES
+    from mmdet.models.builder import MODELS
+
+    found, stack = [], [MODELS, DATASETS, PIPELINES]
+    while stack:
+        registry = stack.pop()
+        found.append(registry)
+        stack += list(registry.children.values())
+        if registry.parent is not None and registry.parent not in found:
+            stack.append(registry.parent)
+    return found
+
+
+def unknown_type_error(exc: BaseException, where: str) -> Optional[ConfigError]:
+    """mmcv's "X is not in the Y registry" as a one-line ConfigError with close matches, else None."""
+    match = _NOT_IN_REGISTRY.search(str(exc))
+    if match is None:
+        return None
+    name, registry_name = match.group(1).strip("'\""), match.group(2)
+    names = sorted({n for r in _registries() if r.name == registry_name for n in r.module_dict})
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    return ConfigError(f"{where}: unknown type '{name}' (not in mmdet's {registry_name} registry); "
+                       f"close matches: {close or 'none'}; fix the type or add its module to "
+                       f"custom_imports")

@@ -23,9 +23,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--metrics', nargs='+', help='evaluation metrics, e.g. bbox segm '
                         '(default: the config\'s evaluation.metric)')
     parser.add_argument('--out', help='also dump the raw results (mmdet format) to this .pkl')
-    parser.add_argument('--work-dir', help='where metrics JSON goes (default: work_dirs/<config name>)')
+    parser.add_argument('--work-dir', help='where test_metrics.json goes (default: work_dirs/<config '
+                        'name> with --config, else the run folder of the checkpoint)')
     add_device_args(parser)
     return parser
+
+
+def _default_work_dir(config: Optional[str], checkpoint: str) -> str:
+    if config:
+        return osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
+    folder = osp.dirname(osp.abspath(checkpoint))
+    return osp.dirname(folder) if osp.basename(folder) == 'checkpoints' else folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_detector(args.config, args.checkpoint, args.cfg_options)
     if args.metrics:
         model.cfg.setdefault('evaluation', {})['metric'] = list(args.metrics)
-    name = osp.splitext(osp.basename(args.config or args.checkpoint))[0]
-    work_dir = args.work_dir or osp.join('work_dirs', name)
+    work_dir = args.work_dir or _default_work_dir(args.config, args.checkpoint)
     devices = device_kwargs(TrainerOptions(work_dir=work_dir, gpus=args.gpus,
                                            accelerator=args.accelerator, devices=args.devices),
                             model.cfg)

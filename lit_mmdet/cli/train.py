@@ -22,6 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
     add_device_args(parser)
+    parser.add_argument('--num-nodes', type=int, default=1, help='machines (DDP across nodes)')
+    parser.add_argument('--strategy', help='Lightning strategy: ddp (default for >1 device), ddp_spawn, '
+                        'ddp_find_unused_parameters_true, fsdp, deepspeed')
+    parser.add_argument('--precision', help="32 (default), 16-mixed (the config's fp16), bf16-mixed")
+    parser.add_argument('--sync-bn', action='store_true',
+                        help='SyncBatchNorm across processes (as norm_cfg=dict(type="SyncBN"))')
     parser.add_argument('--max-epochs', type=int, help='override runner: EpochBasedRunner, N epochs')
     parser.add_argument('--max-iters', type=int, help='override runner: IterBasedRunner, N iterations')
     parser.add_argument('--seed', type=int, help='random seed (default: cfg.seed or a random one)')
@@ -77,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     opts = TrainerOptions(work_dir=work_dir, gpus=args.gpus, accelerator=args.accelerator,
                           devices=args.devices, max_epochs=args.max_epochs,
                           max_iters=args.max_iters, deterministic=args.deterministic,
-                          fast_dev_run=args.fast_dev_run or False)
+                          fast_dev_run=args.fast_dev_run or False, precision=args.precision,
+                          strategy=args.strategy, num_nodes=args.num_nodes, sync_bn=args.sync_bn)
     trainer = build_trainer(cfg, opts)  # resolves cfg.runner before the config is stored
     model = LitDetector(cfg)
     data = MMDetDataModule(model.cfg, seed=cfg.seed)

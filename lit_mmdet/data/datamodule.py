@@ -10,6 +10,8 @@ replace these samplers: ``build_trainer`` sets ``use_distributed_sampler=False``
 from __future__ import annotations
 
 import copy
+import json
+import os.path as osp
 from typing import Any, Optional
 
 import pytorch_lightning as pl
@@ -20,9 +22,38 @@ from mmdet.utils import compat_cfg
 from torch.utils.data import DataLoader
 
 from ..config import ConfigLike, load_config
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_type_error
 
 __all__ = ['MMDetDataModule']
+
+
+def _check_paths(split_cfg: Any, where: str) -> None:
+    """``ann_file`` / ``img_prefix`` must exist (looked for through dataset wrappers)."""
+    while 'dataset' in split_cfg:
+        split_cfg, where = split_cfg.dataset, f'{where}.dataset'
+    ann_files = split_cfg.get('ann_file')
+    for ann_file in ann_files if isinstance(ann_files, (list, tuple)) else [ann_files]:
+        if ann_file and not osp.isfile(ann_file):
+            raise ConfigError(f"{where}.ann_file '{ann_file}' not found; fix the path (or data_root) "
+                              f"or generate the data (python -m lit_mmdet.datasets.shapes)")
+    prefix = split_cfg.get('img_prefix')
+    if prefix and not osp.isdir(prefix):
+        raise ConfigError(f"{where}.img_prefix '{prefix}' is not a folder; fix the path (or data_root)")
+
+
+def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = None) -> Any:
+    """mmdet's ``build_dataset`` with one-line errors for wrong paths, types and JSON."""
+    _check_paths(split_cfg, where)
+    try:
+        return build_dataset(split_cfg, default_args)
+    except KeyError as exc:
+        raise unknown_type_error(exc, where) or exc from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        # mmcv's build_from_cfg re-raises as type(e)(msg): a JSONDecodeError becomes a TypeError
+        bad_json = exc if isinstance(exc, json.JSONDecodeError) else exc.__context__
+        if not isinstance(bad_json, json.JSONDecodeError):
+            raise
+        raise ConfigError(f'{where}.ann_file is not valid JSON ({bad_json}); fix or regenerate it') from None
 
 
 def _distributed() -> bool:
@@ -45,6 +76,12 @@ class MMDetDataModule(pl.LightningDataModule):
     def __init__(self, config: ConfigLike, seed: Optional[int] = None) -> None:
         super().__init__()
         cfg = config if isinstance(config, Config) else load_config(config)
+        data = cfg.get('data') or {}
+        for split in ('train', 'val', 'test'):  # mmdet's compat_cfg needs all three
+            if split not in data:
+                raise ConfigError(f'config has no data.{split}; mmdet 2.x configs need data.train, '
+                                  f'data.val and data.test, e.g. data=dict({split}=dict(type=..., '
+                                  f'ann_file=..., img_prefix=..., pipeline=...))')
         self.cfg = compat_cfg(cfg)
         self.seed = seed if seed is not None else self.cfg.get('seed')
         self.train_dataset: Any = None
@@ -54,20 +91,15 @@ class MMDetDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ datasets
     def _eval_dataset(self, split: str) -> Any:
         data = self.cfg.data
-        if split not in data:
-            return None
         split_cfg = copy.deepcopy(data[split])
         if data.get(f'{split}_dataloader', {}).get('samples_per_gpu', 1) > 1:
             split_cfg.pipeline = replace_ImageToTensor(split_cfg.pipeline)
-        return build_dataset(split_cfg, dict(test_mode=True))
+        return _build_dataset(split_cfg, f'data.{split}', dict(test_mode=True))
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, 'fit'):
-            if 'train' not in self.cfg.data:
-                raise ConfigError("config has no data.train; add data=dict(train=dict(type=..., "
-                                  "ann_file=..., img_prefix=..., pipeline=...))")
             if self.train_dataset is None:
-                self.train_dataset = build_dataset(self.cfg.data.train)
+                self.train_dataset = _build_dataset(self.cfg.data.train, 'data.train')
         if stage in (None, 'fit', 'validate') and self.val_dataset is None:
             self.val_dataset = self._eval_dataset('val')
         if stage in (None, 'test', 'predict') and self.test_dataset is None:
@@ -91,13 +123,9 @@ class MMDetDataModule(pl.LightningDataModule):
         return build_dataloader(dataset, **args)
 
     def val_dataloader(self) -> DataLoader:
-        if self.val_dataset is None:
-            return []  # type: ignore[return-value]
         return self._eval_loader(self.val_dataset, 'val')
 
     def test_dataloader(self) -> DataLoader:
-        if self.test_dataset is None:
-            raise ConfigError('config has no data.test; add one (usually like data.val)')
         return self._eval_loader(self.test_dataset, 'test')
 
     def predict_dataloader(self) -> DataLoader:

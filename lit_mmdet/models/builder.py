@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from mmcv import Config, ConfigDict
 from mmdet.models import build_backbone, build_detector
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_type_error
 
-__all__ = ['backbone_channels', 'fill_neck_in_channels', 'build_model', 'classes_from_config']
+__all__ = ['backbone_channels', 'fill_neck_in_channels', 'build_model', 'classes_from_config',
+           'check_num_classes']
 
 _PROBE_SIZE = 256
 
@@ -111,8 +112,32 @@ def build_model(cfg: Config) -> nn.Module:
     ``cfg.model`` is updated in place (``in_channels`` filled), so the stored and
     exported config are concrete and load in plain mmdet.
     """
-    fill_neck_in_channels(cfg.model)
-    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    try:
+        fill_neck_in_channels(cfg.model)
+        model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    except KeyError as exc:
+        raise unknown_type_error(exc, 'model') or exc from None
     model.init_weights()
     model.CLASSES = classes_from_config(cfg)
     return model
+
+
+def check_num_classes(model: nn.Module, classes: Optional[Sequence[str]], where: str) -> None:
+    """mmdet's ``NumClassCheckHook``: every head's ``num_classes`` equals the dataset's classes.
+
+    Raises:
+        ConfigError: naming the head, both numbers and the fix.
+    """
+    if classes is None:
+        return
+    from mmcv.cnn import VGG
+    from mmdet.models.dense_heads import GARPNHead, RPNHead
+    from mmdet.models.roi_heads.mask_heads import FusedSemanticHead
+
+    skip = (RPNHead, VGG, FusedSemanticHead, GARPNHead)
+    for name, module in model.named_modules():
+        num = getattr(module, 'num_classes', None)
+        if isinstance(num, int) and not isinstance(module, skip) and num != len(classes):
+            raise ConfigError(
+                f'model.{name}.num_classes={num} but {where} has {len(classes)} classes '
+                f'{tuple(classes)[:10]}; set num_classes={len(classes)} (or fix the dataset classes)')

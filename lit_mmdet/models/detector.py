@@ -23,9 +23,10 @@ from torch.nn.utils import clip_grad_norm_
 
 from ..config import ConfigLike, load_config, to_container
 from ..data.batch import unwrap_batch
+from ..errors import unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
 from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks
-from .builder import build_model
+from .builder import build_model, check_num_classes
 from .inference import collect_images, format_result
 
 __all__ = ['LitDetector', 'scaled_lr']
@@ -69,6 +70,13 @@ class LitDetector(pl.LightningModule):
         self.results: list = []
         self._grad_norm: Optional[torch.Tensor] = None
 
+    def on_train_start(self) -> None:
+        """mmdet's NumClassCheckHook, before the first step."""
+        loader = self.trainer.train_dataloader
+        dataset = getattr(loader, 'dataset', None)
+        classes = getattr(dataset, 'CLASSES', None) or self.model.CLASSES
+        check_num_classes(self.model, classes, 'data.train')
+
     # ------------------------------------------------------------------ batches
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Unwrap mmcv DataContainers; tensors go to ``device``, ``cpu_only`` data stays."""
@@ -92,7 +100,10 @@ class LitDetector(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer_cfg = self.cfg.optimizer.copy()
         optimizer_cfg['lr'] = scaled_lr(self.cfg, self.trainer.world_size if self._trainer else 1)
-        return build_optimizer(self.model, optimizer_cfg)
+        try:
+            return build_optimizer(self.model, optimizer_cfg)
+        except KeyError as exc:
+            raise unknown_type_error(exc, 'optimizer') or exc from None
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """The config's LR/momentum schedule, whatever Trainer this module is given."""

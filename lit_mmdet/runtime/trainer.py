@@ -13,7 +13,10 @@ from pytorch_lightning.loggers import CSVLogger
 
 from ..errors import ConfigError
 
-__all__ = ['TrainerOptions', 'build_trainer', 'device_kwargs', 'runner_length', 'save_best_key']
+#: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
+PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
+
+__all__ = ['PRECISIONS', 'TrainerOptions', 'build_trainer', 'device_kwargs', 'runner_length', 'save_best_key']
 
 
 @dataclass
@@ -29,6 +32,9 @@ class TrainerOptions:
     deterministic: bool = False
     fast_dev_run: Union[int, bool] = False
     precision: Optional[str] = None
+    strategy: Optional[str] = None
+    num_nodes: int = 1
+    sync_bn: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -59,14 +65,20 @@ def device_kwargs(opts: TrainerOptions, cfg: Config) -> dict:
         accelerator, devices = ('gpu', opts.gpus) if opts.gpus > 0 else ('cpu', 1)
     else:
         accelerator, devices = opts.accelerator or 'auto', opts.devices or 1
-    kwargs: dict[str, Any] = dict(accelerator=accelerator, devices=devices)
-    many = devices == -1 or devices == 'auto' or (isinstance(devices, int) and devices > 1) \
+    kwargs: dict[str, Any] = dict(accelerator=accelerator, devices=devices, num_nodes=opts.num_nodes,
+                                  sync_batchnorm=opts.sync_bn)
+    many = opts.num_nodes > 1 or devices in (-1, 'auto') or (isinstance(devices, int) and devices > 1) \
         or (isinstance(devices, (list, str)) and len(str(devices).split(',')) > 1)
-    if many:
+    strategy = opts.strategy or ('ddp' if many else None)
+    if strategy in ('ddp', 'ddp_spawn'):
         from pytorch_lightning.strategies import DDPStrategy
+        # as mmdet's build_ddp: find_unused_parameters from the config, no buffer broadcast
         kwargs['strategy'] = DDPStrategy(
+            start_method='spawn' if strategy == 'ddp_spawn' else 'popen',
             find_unused_parameters=bool(cfg.get('find_unused_parameters', False)),
             broadcast_buffers=False)
+    elif strategy is not None:
+        kwargs['strategy'] = strategy
     return kwargs
 
 
@@ -151,6 +163,8 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     if not has_val:
         cadence = dict(limit_val_batches=0)
     precision = opts.precision or ('16-mixed' if cfg.get('fp16') else '32-true')
+    if str(precision) not in PRECISIONS:
+        raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
     checkpoints = [_checkpoint_callback(cfg, opts.work_dir, by_epoch),
                    _best_checkpoint_callback(cfg, opts.work_dir)]

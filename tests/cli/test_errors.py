@@ -1,0 +1,84 @@
+"""Bad configs and data: one line naming the key/file and the fix, exit code 2, no traceback."""
+import textwrap
+
+import pytest
+
+from lit_mmdet.cli.train import main
+from tests.helpers import SHAPES_CONFIG, cli_options, tiny_options
+
+
+def _train(capsys, tmp_path, shapes_dir, config=SHAPES_CONFIG, **overrides):
+    options = cli_options(tiny_options(shapes_dir, **overrides))
+    code = main(['--config', str(config), '--work-dir', str(tmp_path / 'work'), '--max-iters', '1',
+                 '--cfg-options', *options])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _one_line(err):
+    lines = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert len(lines) == 1, err[-2000:]
+    assert 'Traceback' not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize('overrides, expected', [
+    ({'model.neck.type': 'FPNN'}, ["model: unknown type 'FPNN'", "'FPN'"]),
+    ({'model.mask_head.type': 'SOLOHaed'}, ["unknown type 'SOLOHaed'", "'SOLOHead'"]),
+    ({'data.train.type': 'CocoDatset'}, ["data.train: unknown type 'CocoDatset'", "'CocoDataset'"]),
+    ({'data.train.pipeline.0.type': 'LoadImageFromFil'},
+     ["unknown type 'LoadImageFromFil'", "'LoadImageFromFile'"]),
+    ({'data.train.ann_file': '/no/such/ann.json'}, ["data.train.ann_file '/no/such/ann.json' not found"]),
+    ({'data.val.img_prefix': '/no/such/images/'}, ["data.val.img_prefix '/no/such/images/' is not a folder"]),
+    ({'model.neck.in_channels': [1, 2, 3, 4]}, ['model.neck.in_channels=[1, 2, 3, 4]', '[64, 128, 256, 512]']),
+    ({'model.mask_head.num_classes': 5}, ['model.mask_head.num_classes=5', 'data.train has 3 classes',
+                                          'num_classes=3']),
+    ({'optimizer.type': 'SGDD'}, ["unknown type", "SGDD"]),
+])
+def test_bad_config_keys(capsys, tmp_path, shapes_dir, overrides, expected):
+    code, err = _train(capsys, tmp_path, shapes_dir, **overrides)
+    assert code == 2
+    line = _one_line(err)
+    for part in expected:
+        assert part in line, line
+
+
+def test_missing_data_train(capsys, tmp_path, shapes_dir):
+    config = tmp_path / 'no_train.py'
+    config.write_text(f"_base_ = '{SHAPES_CONFIG}'\ndata = dict(_delete_=True, samples_per_gpu=2)\n")
+    code = main(['--config', str(config), '--work-dir', str(tmp_path / 'w'), '--max-iters', '1'])
+    assert code == 2 and 'config has no data.train' in _one_line(capsys.readouterr().err)
+
+
+def test_syntax_error_in_base(capsys, tmp_path):
+    (tmp_path / 'base.py').write_text('model = dict(type=\n')
+    config = tmp_path / 'child.py'
+    config.write_text("_base_ = './base.py'\n")
+    code = main(['--config', str(config)])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and 'syntax error' in line and 'base.py' in line
+
+
+def test_missing_custom_import(capsys, tmp_path):
+    config = tmp_path / 'imports.py'
+    config.write_text(textwrap.dedent(f"""
+        _base_ = '{SHAPES_CONFIG}'
+        custom_imports = dict(imports=['my_missing_plugin'], allow_failed_imports=False)
+        """))
+    code = main(['--config', str(config)])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and "cannot import 'my_missing_plugin'" in line and 'imports.py' in line
+
+
+def test_malformed_annotation_json(capsys, tmp_path, shapes_dir):
+    broken = tmp_path / 'broken.json'
+    with open(f'{shapes_dir}/annotations/instances_train.json') as f:
+        broken.write_text(f.read()[:500])
+    code, err = _train(capsys, tmp_path, shapes_dir, **{'data.train.ann_file': str(broken)})
+    assert code == 2 and 'data.train.ann_file is not valid JSON' in _one_line(err)
+
+
+def test_bad_precision(capsys, tmp_path, shapes_dir):
+    code = main(['--config', SHAPES_CONFIG, '--work-dir', str(tmp_path), '--precision', '8-bit',
+                 '--cfg-options', *cli_options(tiny_options(shapes_dir))])
+    assert code == 2 and '--precision 8-bit is not supported' in _one_line(capsys.readouterr().err)

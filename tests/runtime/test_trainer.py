@@ -1,0 +1,48 @@
+"""Config runtime keys and CLI choices -> Trainer arguments."""
+import csv
+import glob
+import math
+
+import pytest
+from pytorch_lightning.strategies import DDPStrategy
+
+from lit_mmdet import ConfigError
+from lit_mmdet.runtime import TrainerOptions, device_kwargs
+from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
+
+
+def test_several_devices_use_ddp_with_mmdet_arguments(tiny_cfg, tmp_path):
+    tiny_cfg.find_unused_parameters = True
+    kwargs = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', devices=2), tiny_cfg)
+    strategy = kwargs['strategy']
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._ddp_kwargs == dict(find_unused_parameters=True, broadcast_buffers=False)
+    assert strategy._start_method == 'popen'
+    spawn = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', devices=2,
+                                         strategy='ddp_spawn'), tiny_cfg)['strategy']
+    assert spawn._start_method == 'spawn'
+    nodes = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', num_nodes=2), tiny_cfg)
+    assert nodes['num_nodes'] == 2 and isinstance(nodes['strategy'], DDPStrategy)
+    assert device_kwargs(TrainerOptions(str(tmp_path), strategy='fsdp'), tiny_cfg)['strategy'] == 'fsdp'
+    single = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', sync_bn=True), tiny_cfg)
+    assert 'strategy' not in single and single['sync_batchnorm'] is True
+
+
+def test_gpus_beyond_machine_is_an_error(tiny_cfg, tmp_path):
+    with pytest.raises(ConfigError, match=r'--gpus 4 asks for 4 GPU\(s\)'):
+        device_kwargs(TrainerOptions(str(tmp_path), gpus=4), tiny_cfg)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_trains_on_cpu(tmp_path, shapes_dir):
+    options = tiny_options(shapes_dir, **{'lr_config.warmup_iters': 1, 'optimizer.lr': 3e-3,
+                                          'evaluation.interval': 100})
+    out = run_script('train.py', '--config', SHAPES_CONFIG, '--work-dir', str(tmp_path),
+                     '--max-epochs', '4', '--precision', 'bf16-mixed', '--seed', '0',
+                     '--cfg-options', *cli_options(options))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (metrics,) = glob.glob(str(tmp_path / '**' / 'metrics.csv'), recursive=True)
+    with open(metrics) as f:
+        losses = [float(r['train/loss']) for r in csv.DictReader(f) if r.get('train/loss')]
+    assert len(losses) == 16 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4  # it learns
