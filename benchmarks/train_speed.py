@@ -1,0 +1,165 @@
+"""Train and inference speed of lit_mmdet against mmdet's own runner, side by side.
+
+    .venv/bin/python benchmarks/train_speed.py [--config configs/solo_timm_shapes.py] [--iters 60]
+
+Both runs use the same config, generated data, seed, batch size and workers, each in its own
+process (so peak RSS is per runner): mmdet's ``train_detector`` (EpochBasedRunner) and
+lit_mmdet's ``train.py`` path (``LitDetector`` + ``MMDetDataModule`` + ``build_trainer``).
+Printed: median seconds per iteration over the steady state (after ``--warmup`` iterations,
+wall time between iteration ends, data loading included), median data wait, peak RSS of the
+main process, and validation images per second (mmdet ``single_gpu_test`` vs
+``trainer.validate``), with the lit/mmdet ratio for each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _config(args, data_dir, work_dir):
+    from lit_mmdet import load_config
+    options = {
+        'data.workers_per_gpu': args.workers, 'data.persistent_workers': args.workers > 0,
+        'evaluation.interval': 10**6, 'log_config.interval': 10, 'checkpoint_config.interval': -1,
+        'runner.max_epochs': 100,  # both stop after --iters
+    }
+    for split, folder in (('train', 'train'), ('val', 'val'), ('test', 'val')):
+        options[f'data.{split}.ann_file'] = osp.join(data_dir, 'annotations', f'instances_{folder}.json')
+        options[f'data.{split}.img_prefix'] = osp.join(data_dir, folder) + '/'
+    cfg = load_config(args.config, options)
+    cfg.work_dir, cfg.seed, cfg.gpu_ids, cfg.device = work_dir, 0, [0], 'cpu'
+    return cfg
+
+
+def _summary(ends, data_waits, warmup, images_per_s):
+    steps = [b - a for a, b in zip(ends, ends[1:])][warmup:]
+    return dict(s_per_iter=statistics.median(steps), data_s=statistics.median(data_waits[warmup:]),
+                iters=len(ends), peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                val_images_per_s=images_per_s)
+
+
+def run_mmdet(args, data_dir, work_dir):
+    from mmcv.runner import HOOKS, Hook
+    from mmdet.apis import set_random_seed, single_gpu_test, train_detector
+    from mmdet.datasets import build_dataloader, build_dataset
+    from mmdet.utils import build_dp
+
+    from lit_mmdet.models import build_model
+
+    cfg = _config(args, data_dir, work_dir)
+    set_random_seed(0)
+    ends, waits, state = [], [], {}
+
+    @HOOKS.register_module(force=True)
+    class _BenchTimer(Hook):
+        def before_train_iter(self, runner):
+            now = time.perf_counter()
+            waits.append(now - state.get('end', now))
+            if len(ends) >= args.iters:
+                raise StopIteration
+
+        def after_train_iter(self, runner):
+            state['end'] = time.perf_counter()
+            ends.append(state['end'])
+
+    cfg.custom_hooks = [dict(type='_BenchTimer', priority='LOWEST')]
+    model = build_model(cfg)  # build_detector + init_weights (neck channels filled)
+    dataset = build_dataset(cfg.data.train)
+    try:
+        train_detector(model, [dataset], cfg, distributed=False, validate=False)
+    except StopIteration:
+        pass
+    loader = build_dataloader(build_dataset(cfg.data.val, dict(test_mode=True)), 1, args.workers,
+                              dist=False, shuffle=False)
+    start = time.perf_counter()
+    single_gpu_test(build_dp(model, 'cpu'), loader)
+    return _summary(ends, waits, args.warmup, len(loader.dataset) / (time.perf_counter() - start))
+
+
+def run_lit(args, data_dir, work_dir):
+    import pytorch_lightning as pl
+
+    from lit_mmdet import LitDetector, MMDetDataModule
+    from lit_mmdet.runtime import TrainerOptions, build_trainer
+
+    cfg = _config(args, data_dir, work_dir)
+    pl.seed_everything(0, verbose=False)
+    ends, waits, state = [], [], {}
+
+    class _BenchTimer(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            now = time.perf_counter()
+            waits.append(now - state.get('end', now))
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            state['end'] = time.perf_counter()
+            ends.append(state['end'])
+
+    opts = TrainerOptions(work_dir=work_dir, accelerator='cpu', devices=1, max_iters=args.iters,
+                          extra=dict(enable_progress_bar=False))
+    trainer = build_trainer(cfg, opts, callbacks=[_BenchTimer()])
+    model = LitDetector(cfg)
+    data = MMDetDataModule(model.cfg, seed=0)
+    trainer.fit(model, datamodule=data)
+    start = time.perf_counter()
+    trainer.validate(model, datamodule=data, verbose=False)
+    return _summary(ends, waits, args.warmup, len(data.val_dataset) / (time.perf_counter() - start))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--config', default=osp.join(ROOT, 'configs', 'solo_timm_shapes.py'))
+    parser.add_argument('--iters', type=int, default=60)
+    parser.add_argument('--warmup', type=int, default=10)
+    parser.add_argument('--workers', type=int, default=1)
+    parser.add_argument('--num-val', type=int, default=40)
+    parser.add_argument('--runner', choices=['mmdet', 'lit'], help=argparse.SUPPRESS)  # child mode
+    parser.add_argument('--data', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.runner:  # child process: one runner, its result on a BENCH_RESULT line
+        sys.path.insert(0, ROOT)
+        import lit_mmdet  # noqa: F401
+        with tempfile.TemporaryDirectory() as work_dir:
+            result = (run_mmdet if args.runner == 'mmdet' else run_lit)(args, args.data, work_dir)
+        print('\nBENCH_RESULT ' + json.dumps(result), flush=True)
+        return 0
+
+    sys.path.insert(0, ROOT)
+    from lit_mmdet.datasets.shapes import generate
+    with tempfile.TemporaryDirectory() as data_dir:
+        generate(data_dir, num_train=240, num_val=args.num_val, seed=0)
+        results = {}
+        for runner in ('mmdet', 'lit'):
+            out = subprocess.run([sys.executable, __file__, '--runner', runner, '--data', data_dir,
+                                  '--config', args.config, '--iters', str(args.iters),
+                                  '--warmup', str(args.warmup), '--workers', str(args.workers),
+                                  '--num-val', str(args.num_val)],
+                                 capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+            if out.returncode != 0:
+                print(out.stderr[-4000:], file=sys.stderr)
+                return out.returncode
+            line = next(x for x in out.stdout.splitlines() if x.startswith('BENCH_RESULT '))
+            results[runner] = json.loads(line.split(' ', 1)[1])
+    print(f'config: {osp.relpath(args.config, ROOT)}, {args.iters} iterations '
+          f'(median after {args.warmup}), workers={args.workers}')
+    print(f"{'metric':<22}{'mmdet runner':>14}{'lit_mmdet':>14}{'lit/mmdet':>11}")
+    for key in ('s_per_iter', 'data_s', 'peak_rss_mb', 'val_images_per_s'):
+        a, b = results['mmdet'][key], results['lit'][key]
+        ratio = f'{b / a:.3f}' if a else 'n/a'
+        print(f'{key:<22}{a:>14.4f}{b:>14.4f}{ratio:>11}')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
