@@ -86,15 +86,27 @@ class LitDetector(pl.LightningModule):
         return self.model(*args, **kwargs)
 
     # ----------------------------------------------------------------- training
+    def _writes_logs(self) -> bool:
+        """Whether Lightning writes this step's logs (every ``log_every_n_steps``).
+
+        ``self.log`` turns each value into a tensor and stores it (~1 ms per key on CPU), so the
+        loss terms are only logged on the steps that reach the loggers: the same CSV rows.
+        """
+        if self._trainer is None:
+            return True
+        return getattr(self.trainer._logger_connector, 'should_update_logs', True)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         outputs = self.model.train_step(batch, None)
         batch_size = outputs['num_samples']
-        metrics = {f'train/{k}': v for k, v in outputs['log_vars'].items()}
-        if self._trainer is not None and self.trainer.optimizers:
-            # the LR this step uses (set by the schedule callback), as mmcv's TextLoggerHook logs it
-            metrics['train/lr'] = self.trainer.optimizers[0].param_groups[0]['lr']
-        self.log('train/loss', metrics.pop('train/loss'), prog_bar=True, batch_size=batch_size)
-        self.log_dict(metrics, batch_size=batch_size)
+        log_vars = outputs['log_vars']
+        self.log('train/loss', log_vars['loss'], prog_bar=True, batch_size=batch_size)
+        if self._writes_logs():
+            metrics = {f'train/{k}': v for k, v in log_vars.items() if k != 'loss'}
+            if self._trainer is not None and self.trainer.optimizers:
+                # the LR this step uses (set by the schedule callback), as mmcv's TextLoggerHook logs it
+                metrics['train/lr'] = self.trainer.optimizers[0].param_groups[0]['lr']
+            self.log_dict(metrics, batch_size=batch_size)
         return outputs['loss']
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -124,9 +136,9 @@ class LitDetector(pl.LightningModule):
             self._grad_norm = clip_grad_norm_(params, **grad_clip)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._grad_norm is not None:
-            self.log('train/grad_norm', self._grad_norm, batch_size=len(batch['img_metas']))
-            self._grad_norm = None
+        norm, self._grad_norm = self._grad_norm, None
+        if norm is not None and self._writes_logs():
+            self.log('train/grad_norm', norm, batch_size=len(batch['img_metas']))
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

@@ -46,3 +46,23 @@ def test_bf16_mixed_trains_on_cpu(tmp_path, shapes_dir):
         losses = [float(r['train/loss']) for r in csv.DictReader(f) if r.get('train/loss')]
     assert len(losses) == 16 and all(math.isfinite(v) for v in losses)
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4  # it learns
+
+
+def test_log_interval_rows_carry_every_term(tmp_path, shapes_dir):
+    """Loss terms are only logged on the steps Lightning writes: those rows must be complete."""
+    from lit_mmdet import LitDetector, MMDetDataModule, load_config
+    from lit_mmdet.runtime import build_trainer
+
+    cfg = load_config(SHAPES_CONFIG, tiny_options(shapes_dir, **{'log_config.interval': 3,
+                                                               'evaluation.interval': 100}))
+    trainer = build_trainer(cfg, TrainerOptions(str(tmp_path), accelerator='cpu', max_iters=7,
+                                                extra=dict(enable_progress_bar=False)))
+    model = LitDetector(cfg)
+    trainer.fit(model, datamodule=MMDetDataModule(model.cfg, seed=0))
+    (metrics,) = glob.glob(str(tmp_path / '**' / 'metrics.csv'), recursive=True)
+    with open(metrics) as f:
+        rows = [r for r in csv.DictReader(f) if r.get('train/loss')]
+    assert [int(r['step']) for r in rows] == [2, 5]
+    for row in rows:
+        for key in ('train/loss_mask', 'train/loss_cls', 'train/lr', 'train/grad_norm'):
+            assert math.isfinite(float(row[key])), key
