@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import ConfigError, unknown_type_error
 
 __all__ = ['backbone_channels', 'fill_neck_in_channels', 'build_model', 'classes_from_config',
-           'check_num_classes']
+           'check_num_classes', 'without_weight_loading']
 
 _PROBE_SIZE = 256
 
@@ -28,13 +28,13 @@ def _known_channels(backbone: nn.Module) -> Optional[list[int]]:
     return None
 
 
-def _probe_cfg(backbone_cfg: ConfigDict) -> ConfigDict:
-    """The backbone config without anything that loads weights (for a shape probe)."""
-    probe = copy.deepcopy(backbone_cfg)
+def without_weight_loading(backbone_cfg: ConfigDict) -> ConfigDict:
+    """A copy of a backbone config with ``pretrained``/``checkpoint_path``/``init_cfg`` switched off."""
+    backbone_cfg = copy.deepcopy(backbone_cfg)
     for key, off in (('pretrained', False), ('checkpoint_path', ''), ('init_cfg', None)):
-        if key in probe:
-            probe[key] = off
-    return probe
+        if key in backbone_cfg:
+            backbone_cfg[key] = off
+    return backbone_cfg
 
 
 def backbone_channels(backbone_cfg: ConfigDict) -> list[int]:
@@ -45,7 +45,7 @@ def backbone_channels(backbone_cfg: ConfigDict) -> list[int]:
     once on a meta tensor to read its output shapes.
     """
     with torch.device('meta'):
-        backbone = build_backbone(_probe_cfg(backbone_cfg))
+        backbone = build_backbone(without_weight_loading(backbone_cfg))
         channels = _known_channels(backbone)
         if channels is None:
             in_chans = backbone_cfg.get('in_channels', 3)

@@ -26,6 +26,7 @@ from mmcv.runner.checkpoint import _load_checkpoint
 
 from ..config import ConfigLike, load_config
 from ..errors import ConfigError
+from .builder import without_weight_loading
 from .detector import LitDetector
 
 __all__ = ['LoadReport', 'export_mmdet_checkpoint', 'load_mmdet_weights', 'load_detector',
@@ -50,10 +51,8 @@ class LoadReport:
 def inference_config(cfg: Config) -> Config:
     """The config to ship with exported weights: nothing in it downloads or loads weights."""
     cfg = copy.deepcopy(cfg)
-    backbone = cfg.model.get('backbone', {})
-    for key, off in (('pretrained', False), ('checkpoint_path', ''), ('init_cfg', None)):
-        if key in backbone:
-            backbone[key] = off
+    if 'backbone' in cfg.model:
+        cfg.model.backbone = without_weight_loading(cfg.model.backbone)
     cfg.pop('load_from', None)
     cfg.pop('resume_from', None)
     return cfg
