@@ -1,6 +1,7 @@
 """mmcv runtime keys -> a Lightning ``Trainer`` (length, evaluation, checkpoints, logging, devices)."""
 from __future__ import annotations
 
+import logging
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -13,10 +14,12 @@ from pytorch_lightning.loggers import CSVLogger
 
 from ..errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
 PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
 
-__all__ = ['PRECISIONS', 'TrainerOptions', 'build_trainer', 'device_kwargs', 'runner_length', 'save_best_key']
+__all__ = ['PRECISIONS', 'SUPPORTED_CUSTOM_HOOKS', 'check_hooks', 'TrainerOptions', 'build_trainer', 'device_kwargs', 'runner_length', 'save_best_key']
 
 
 @dataclass
@@ -143,6 +146,26 @@ def _best_checkpoint_callback(cfg: Config, work_dir: str) -> Optional[ModelCheck
                            save_top_k=1, save_last=False)
 
 
+#: ``custom_hooks`` lit_mmdet carries out (NumClassCheckHook: ``LitDetector.on_train_start``).
+SUPPORTED_CUSTOM_HOOKS = frozenset({'NumClassCheckHook'})
+#: ``log_config.hooks`` with a Lightning counterpart (TextLoggerHook: console + CSVLogger).
+SUPPORTED_LOG_HOOKS = frozenset({'TextLoggerHook'})
+
+
+def check_hooks(cfg: Config) -> None:
+    """Unsupported ``custom_hooks`` stop the run by name; unsupported log hooks are warned about."""
+    for hook in cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, dict) else type(hook).__name__
+        if kind not in SUPPORTED_CUSTOM_HOOKS:
+            raise ConfigError(f"custom_hooks: '{kind}' is not supported by lit_mmdet yet (supported: "
+                              f"{sorted(SUPPORTED_CUSTOM_HOOKS)}); remove it from custom_hooks to train "
+                              f"without it")
+    for hook in (cfg.get('log_config') or {}).get('hooks', []):
+        if hook.get('type') not in SUPPORTED_LOG_HOOKS:
+            log.warning("log_config.hooks: '%s' is not supported yet and is ignored "
+                        "(metrics go to the console and CSV)", hook.get('type'))
+
+
 def build_trainer(cfg: Config, opts: TrainerOptions,
                   callbacks: Optional[list[pl.Callback]] = None) -> pl.Trainer:
     """A Trainer that runs the config as mmdet's runner would.
@@ -154,6 +177,7 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     ``find_unused_parameters`` the DDP strategy. Samplers stay mmdet's
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none).
     """
+    check_hooks(cfg)
     by_epoch, length = runner_length(cfg, opts)
     evaluation = dict(cfg.get('evaluation') or {})
     interval = int(evaluation.get('interval', 1))
