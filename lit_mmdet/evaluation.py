@@ -72,7 +72,7 @@ def evaluate(dataset: Any, results: list, eval_cfg: Mapping[str, Any]) -> dict[s
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if rank0:
         metrics = numeric_metrics(dataset.evaluate(results, **kwargs))
-        if type(dataset).__name__ == 'CocoDataset' or hasattr(dataset, 'coco'):
+        if hasattr(dataset, 'coco'):  # CocoDataset and its subclasses
             metrics = _fill_empty_coco(metrics, results, kwargs.get('metric', 'bbox'))
     if _dist_world() > 1:
         box = [metrics]

@@ -106,21 +106,20 @@ class MMDetDataModule(pl.LightningDataModule):
             self.test_dataset = self._eval_dataset('test')
 
     # ------------------------------------------------------------------- loaders
-    def train_dataloader(self) -> DataLoader:
-        args = dict(samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, dist=_distributed(),
-                    seed=self.seed, runner_type='EpochBasedRunner', persistent_workers=False)
-        args.update(self.cfg.data.get('train_dataloader', {}))
-        if args['workers_per_gpu'] == 0:
-            args['persistent_workers'] = False
-        return build_dataloader(self.train_dataset, **args)
-
-    def _eval_loader(self, dataset: Any, split: str) -> DataLoader:
-        args = dict(samples_per_gpu=1, workers_per_gpu=2, dist=_distributed(), shuffle=False,
-                    persistent_workers=False)
+    def _loader(self, dataset: Any, split: str, **defaults: Any) -> DataLoader:
+        """mmdet's ``build_dataloader``: train_detector's defaults, then ``data.<split>_dataloader``."""
+        args = dict(defaults, dist=_distributed(), persistent_workers=False)
         args.update(self.cfg.data.get(f'{split}_dataloader', {}))
         if args['workers_per_gpu'] == 0:
             args['persistent_workers'] = False
         return build_dataloader(dataset, **args)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, 'train', samples_per_gpu=2, workers_per_gpu=2,
+                            num_gpus=1, seed=self.seed, runner_type='EpochBasedRunner')
+
+    def _eval_loader(self, dataset: Any, split: str) -> DataLoader:
+        return self._loader(dataset, split, samples_per_gpu=1, workers_per_gpu=2, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_dataset, 'val')

@@ -24,7 +24,7 @@ from mmcv import Config
 from mmcv.runner import save_checkpoint
 from mmcv.runner.checkpoint import _load_checkpoint
 
-from ..config import ConfigLike, load_config
+from ..config import ConfigLike
 from ..errors import ConfigError
 from .builder import without_weight_loading
 from .detector import LitDetector
@@ -58,10 +58,14 @@ def inference_config(cfg: Config) -> Config:
     return cfg
 
 
-def _read_checkpoint(path: str) -> tuple[dict, dict]:
-    """``(state_dict without 'module.' prefixes, meta)`` of an mmcv/mmdet checkpoint."""
+def _require_file(path: str) -> None:
     if not osp.isfile(path):
         raise ConfigError(f"checkpoint '{path}' not found; give an existing .ckpt or .pth file")
+
+
+def _read_checkpoint(path: str) -> tuple[dict, dict]:
+    """``(state_dict without 'module.' prefixes, meta)`` of an mmcv/mmdet checkpoint."""
+    _require_file(path)
     checkpoint = _load_checkpoint(path, map_location='cpu')
     state = checkpoint.get('state_dict', checkpoint)
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
@@ -113,14 +117,13 @@ def load_detector(config: Optional[ConfigLike], checkpoint: str,
     (e.g. to point at other data); a ``.pth`` needs ``config``.
     """
     if checkpoint.endswith('.ckpt'):
-        if not osp.isfile(checkpoint):
-            raise ConfigError(f"checkpoint '{checkpoint}' not found; give an existing .ckpt or .pth file")
+        _require_file(checkpoint)
         stored = torch.load(checkpoint, map_location='cpu', weights_only=False)
-        module = LitDetector(load_config(config or stored['hyper_parameters']['config'], cfg_options))
+        module = LitDetector(config or stored['hyper_parameters']['config'], cfg_options)
         module.load_state_dict(stored['state_dict'])
         return module
     if config is None:
         raise ConfigError(f"'{checkpoint}' is an mmdet checkpoint: pass its --config too")
-    module = LitDetector(load_config(config, cfg_options))
+    module = LitDetector(config, cfg_options)
     load_mmdet_weights(module.model, checkpoint)
     return module
