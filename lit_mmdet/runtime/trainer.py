@@ -72,6 +72,9 @@ def device_kwargs(opts: TrainerOptions, cfg: Config) -> dict:
                                   sync_batchnorm=opts.sync_bn)
     many = opts.num_nodes > 1 or devices in (-1, 'auto') or (isinstance(devices, int) and devices > 1) \
         or (isinstance(devices, (list, str)) and len(str(devices).split(',')) > 1)
+    if opts.sync_bn and many and accelerator == 'cpu':
+        raise ConfigError('--sync-bn needs GPUs: torch.nn.SyncBatchNorm has no CPU implementation; '
+                          'drop --sync-bn for CPU processes (or use GN, as the GN configs do)')
     strategy = opts.strategy or ('ddp' if many else None)
     if strategy in ('ddp', 'ddp_spawn'):
         from pytorch_lightning.strategies import DDPStrategy

@@ -49,3 +49,85 @@ def test_collated_batch_has_mmdet_forward_train_fields(tiny_cfg):
     assert batch['img'].shape[:2] == (2, 3)
     assert len(batch['img_metas']) == len(batch['gt_bboxes']) == len(batch['gt_labels']) == 2
     assert all(m.masks.shape[0] == len(b) for m, b in zip(batch['gt_masks'], batch['gt_bboxes']))
+
+
+def _mixed_aspect_train(shapes_dir, out):
+    """The 8 training images, 5 of them padded on the right to landscape (aspect flag 1)."""
+    import json
+    import os
+    import os.path as osp
+
+    import cv2
+    with open(osp.join(shapes_dir, 'annotations', 'instances_train.json')) as f:
+        coco = json.load(f)
+    os.makedirs(out / 'train')
+    for i, image in enumerate(coco['images']):
+        img = cv2.imread(osp.join(shapes_dir, 'train', image['file_name']))
+        if i % 3:
+            img = cv2.copyMakeBorder(img, 0, 0, 0, img.shape[1] // 2, cv2.BORDER_CONSTANT)
+            image['width'] = img.shape[1]
+        cv2.imwrite(str(out / 'train' / image['file_name']), img)
+    with open(out / 'train.json', 'w') as f:
+        json.dump(coco, f)
+    return {'data.train.ann_file': str(out / 'train.json'), 'data.train.img_prefix': str(out / 'train') + '/'}
+
+
+def test_distributed_group_sampler_per_rank(tmp_path, shapes_dir, monkeypatch):
+    """Under DDP each rank gets mmdet's DistributedGroupSampler share; Lightning leaves it alone
+    and advances its epoch."""
+    import pytorch_lightning as pl
+    from mmdet.datasets import builder
+    from mmdet.datasets.samplers import DistributedGroupSampler
+
+    from lit_mmdet import LitDetector, load_config
+    from lit_mmdet.data import datamodule
+    from tests.helpers import SHAPES_CONFIG, tiny_options
+    cfg = load_config(SHAPES_CONFIG, tiny_options(shapes_dir, **_mixed_aspect_train(shapes_dir, tmp_path)))
+    monkeypatch.setattr(datamodule, '_distributed', lambda: True)
+
+    class Record(pl.Callback):
+        def __init__(self):
+            self.epochs = {}
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            names = [m['ori_filename'] for m in batch['img_metas']]
+            self.epochs.setdefault(trainer.current_epoch, []).append(names)
+
+    seen = {0: [], 1: []}
+    for rank in (0, 1):
+        monkeypatch.setattr(builder, 'get_dist_info', lambda rank=rank: (rank, 2))
+        data = MMDetDataModule(cfg, seed=5)
+        data.setup('fit')
+        dataset = data.train_dataset
+        assert sorted(dataset.flag.tolist()) == [0, 0, 0, 1, 1, 1, 1, 1]
+        loader = data.train_dataloader()
+        assert isinstance(loader.sampler, DistributedGroupSampler)
+        assert (loader.sampler.rank, loader.sampler.num_replicas, loader.sampler.seed) == (rank, 2, 5)
+        assert loader.worker_init_fn.keywords == dict(num_workers=0, rank=rank, seed=5)  # mmdet's seeding
+
+        # what the sampler itself yields for epochs 0 and 1 ...
+        expected = {}
+        for epoch in (0, 1):
+            loader.sampler.set_epoch(epoch)
+            order = [dataset.data_infos[i]['filename'] for i in loader.sampler]
+            expected[epoch] = [order[k:k + 2] for k in range(0, len(order), 2)]
+        assert expected[0] != expected[1]  # reshuffled per epoch with the seed
+        # ... is what a Lightning fit on this rank's loader trains on
+        record = Record()
+        trainer = pl.Trainer(accelerator='cpu', max_epochs=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, limit_val_batches=0, use_distributed_sampler=False,
+                             callbacks=[record], default_root_dir=str(tmp_path))
+        trainer.fit(LitDetector(cfg), datamodule=data)
+        assert record.epochs == expected
+
+        by_name = {info['filename']: i for i, info in enumerate(dataset.data_infos)}
+        for epoch in (0, 1):
+            for names in expected[epoch]:
+                indices = [by_name[n] for n in names]
+                assert len({int(dataset.flag[i]) for i in indices}) == 1  # one aspect group per batch
+                seen[epoch] += indices
+    for epoch in (0, 1):
+        # groups of 3 and 5 images over 2 ranks x batch 2: each group padded to a multiple of 4
+        assert len(seen[epoch]) == 4 + 8 and set(seen[epoch]) == set(range(8))
+        counts = np.bincount(seen[epoch], minlength=8)
+        assert counts.max() <= 2 and counts.sum() - 8 == 4  # only the padding repeats

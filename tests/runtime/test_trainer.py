@@ -26,6 +26,8 @@ def test_several_devices_use_ddp_with_mmdet_arguments(tiny_cfg, tmp_path):
     assert device_kwargs(TrainerOptions(str(tmp_path), strategy='fsdp'), tiny_cfg)['strategy'] == 'fsdp'
     single = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', sync_bn=True), tiny_cfg)
     assert 'strategy' not in single and single['sync_batchnorm'] is True
+    with pytest.raises(ConfigError, match='--sync-bn needs GPUs'):  # torch's SyncBatchNorm is GPU-only
+        device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', devices=2, sync_bn=True), tiny_cfg)
 
 
 def test_gpus_beyond_machine_is_an_error(tiny_cfg, tmp_path):
