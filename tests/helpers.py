@@ -72,3 +72,39 @@ def real_checkpoint(cfg, path: str) -> str:
     trainer.fit(model, datamodule=MMDetDataModule(model.cfg, seed=0))
     trainer.save_checkpoint(path)
     return path
+
+
+def wandb_records(run_dir: str):
+    """The records of an offline W&B run (``run-*.wandb``), decoded with wandb's own protobufs.
+
+    wandb 0.31 ships no Python reader for its run log, so this reads the log framing (wandb's
+    LevelDB-style blocks: 7-byte file header ``:W&B``, 32 KiB blocks, records with a 7-byte
+    header and FULL/FIRST/MIDDLE/LAST parts) and hands each record to
+    ``wandb.proto.wandb_internal_pb2.Record``.
+    """
+    import glob
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = glob.glob(osp.join(run_dir, 'run-*.wandb'))
+    with open(path, 'rb') as f:
+        data = f.read()
+    ident, magic, _ = struct.unpack('<4sHB', data[:7])
+    assert ident == b':W&B' and magic == 0xBEE1, f'{path} is not a W&B run log'
+    block, pos, parts = 32768, 7, b''
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # the rest of a block too short for a header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack('<IHB', data[pos:pos + 7])
+        if kind == 0:
+            pos += left
+            continue
+        parts = (parts if kind in (3, 4) else b'') + data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            yield record

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help='run N train/val batches only (a smoke test)')
     parser.add_argument('--resume', help="a checkpoint to resume from, or 'auto' for "
                         "<work-dir>/checkpoints/last.ckpt when it exists")
+    wandb = parser.add_argument_group('Weights & Biases (default: on when log_config.hooks has a W&B hook)')
+    wandb.add_argument('--wandb', action='store_true', default=None, help='log to W&B')
+    wandb.add_argument('--no-wandb', dest='wandb', action='store_false', help='no W&B, whatever the config says')
+    wandb.add_argument('--wandb-project', help='W&B project (overrides the hook\'s init_kwargs)')
+    wandb.add_argument('--wandb-entity', help='W&B entity (user or team)')
+    wandb.add_argument('--wandb-name', help='W&B run name')
     return parser
 
 
@@ -69,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data import MMDetDataModule
     from ..models import LitDetector
+    from ..plots import write_plots
     from ..runtime import TrainerOptions, build_trainer
+    from ..runtime.loggers import WandbOptions, finish_wandb, log_run_files
 
     cfg = load_config(args.config, args.cfg_options)
     name = osp.splitext(osp.basename(args.config))[0]
@@ -84,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
                           devices=args.devices, max_epochs=args.max_epochs,
                           max_iters=args.max_iters, deterministic=args.deterministic,
                           fast_dev_run=args.fast_dev_run or False, precision=args.precision,
-                          strategy=args.strategy, num_nodes=args.num_nodes, sync_bn=args.sync_bn)
+                          strategy=args.strategy, num_nodes=args.num_nodes, sync_bn=args.sync_bn,
+                          wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity,
+                                             args.wandb_name))
     trainer = build_trainer(cfg, opts)  # resolves cfg.runner before the config is stored
     model = LitDetector(cfg)
     data = MMDetDataModule(model.cfg, seed=cfg.seed)
@@ -94,14 +104,18 @@ def run(args: argparse.Namespace) -> int:
         print(f'load_from {cfg.load_from}: {load_mmdet_weights(model.model, cfg.load_from)}')
     if trainer.is_global_zero:
         model.cfg.dump(osp.join(work_dir, f'{name}.py'))
+        log_run_files(trainer.loggers, osp.join(work_dir, f'{name}.py'))
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
 
     if trainer.is_global_zero:
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}
         if val:
             print('final validation: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(val.items())))
-        print(f'work dir: {work_dir}  (metrics: {trainer.logger.log_dir}/metrics.csv, '
-              f'checkpoints: {osp.join(work_dir, "checkpoints")})')
+        metrics_csv = osp.join(trainer.logger.log_dir, 'metrics.csv')
+        plots = write_plots(metrics_csv, osp.join(work_dir, 'plots')) if osp.isfile(metrics_csv) else []
+        finish_wandb(trainer.loggers, plots)
+        print(f'work dir: {work_dir}  (metrics: {metrics_csv}, plots: {len(plots)} in '
+              f'{osp.join(work_dir, "plots")}, checkpoints: {osp.join(work_dir, "checkpoints")})')
     return 0
 
 

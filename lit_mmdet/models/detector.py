@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -69,6 +70,7 @@ class LitDetector(pl.LightningModule):
         #: Results of the last validation/test epoch, all ranks gathered in dataset order.
         self.results: list = []
         self._grad_norm: Optional[torch.Tensor] = None
+        self._iter_start = self._iter_end = time.perf_counter()
 
     def on_train_start(self) -> None:
         """mmdet's NumClassCheckHook, before the first step."""
@@ -135,10 +137,24 @@ class LitDetector(pl.LightningModule):
         if params:
             self._grad_norm = clip_grad_norm_(params, **grad_clip)
 
+    def on_train_epoch_start(self) -> None:
+        self._iter_end = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._iter_start = time.perf_counter()
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Grad norm (with ``grad_clip``) and mmcv's ``data_time`` / ``time`` (s per iteration)."""
+        now = time.perf_counter()
+        start, end, self._iter_end = self._iter_start, self._iter_end, now
         norm, self._grad_norm = self._grad_norm, None
-        if norm is not None and self._writes_logs():
-            self.log('train/grad_norm', norm, batch_size=len(batch['img_metas']))
+        if not self._writes_logs():
+            return
+        batch_size = len(batch['img_metas'])
+        metrics = {'train/data_time': start - end, 'train/time': now - end}
+        if norm is not None:
+            metrics['train/grad_norm'] = norm
+        self.log_dict(metrics, batch_size=batch_size)
 
     # ---------------------------------------------------------------- inference
     @torch.no_grad()

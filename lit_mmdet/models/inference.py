@@ -34,6 +34,13 @@ def collect_images(inputs: Union[ImageInput, Sequence[ImageInput]]) -> list:
     return images
 
 
+def _mask_array(mask: Any) -> np.ndarray:
+    if isinstance(mask, dict):
+        from pycocotools import mask as mask_util
+        return mask_util.decode(mask)
+    return mask
+
+
 def format_result(result: Any, score_thr: float = 0.0) -> dict[str, Optional[np.ndarray]]:
     """One mmdet result -> ``boxes`` (N, 4 xyxy), ``scores``, ``labels``, ``masks`` (N, H, W) or None.
 
@@ -47,7 +54,8 @@ def format_result(result: Any, score_thr: float = 0.0) -> dict[str, Optional[np.
         if len(bbox_result) else np.zeros(0, np.int64)
     masks = None
     if segm_result is not None:
-        flat = [m for per_class in segm_result for m in per_class]
+        # RLE dicts where results were encoded for evaluation (encode_mask_results)
+        flat = [_mask_array(m) for per_class in segm_result for m in per_class]
         masks = np.stack(flat).astype(bool) if flat else None
     keep = bboxes[:, 4] > score_thr
     return dict(boxes=bboxes[keep, :4], scores=bboxes[keep, 4], labels=labels[keep],

@@ -1,7 +1,6 @@
 """mmcv runtime keys -> a Lightning ``Trainer`` (length, evaluation, checkpoints, logging, devices)."""
 from __future__ import annotations
 
-import logging
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -10,11 +9,9 @@ import pytorch_lightning as pl
 import torch
 from mmcv import Config
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
-
 from ..errors import ConfigError
-
-log = logging.getLogger(__name__)
+from .callbacks import EvalImages
+from .loggers import WandbOptions, build_loggers, wandb_settings
 
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
 PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
@@ -38,6 +35,7 @@ class TrainerOptions:
     strategy: Optional[str] = None
     num_nodes: int = 1
     sync_bn: bool = False
+    wandb: WandbOptions = field(default_factory=WandbOptions)
     extra: dict = field(default_factory=dict)
 
 
@@ -151,22 +149,16 @@ def _best_checkpoint_callback(cfg: Config, work_dir: str) -> Optional[ModelCheck
 
 #: ``custom_hooks`` lit_mmdet carries out (NumClassCheckHook: ``LitDetector.on_train_start``).
 SUPPORTED_CUSTOM_HOOKS = frozenset({'NumClassCheckHook'})
-#: ``log_config.hooks`` with a Lightning counterpart (TextLoggerHook: console + CSVLogger).
-SUPPORTED_LOG_HOOKS = frozenset({'TextLoggerHook'})
 
 
 def check_hooks(cfg: Config) -> None:
-    """Unsupported ``custom_hooks`` stop the run by name; unsupported log hooks are warned about."""
+    """Unsupported ``custom_hooks`` stop the run by name (log hooks: ``build_loggers``)."""
     for hook in cfg.get('custom_hooks') or []:
         kind = hook.get('type') if isinstance(hook, dict) else type(hook).__name__
         if kind not in SUPPORTED_CUSTOM_HOOKS:
             raise ConfigError(f"custom_hooks: '{kind}' is not supported by lit_mmdet yet (supported: "
                               f"{sorted(SUPPORTED_CUSTOM_HOOKS)}); remove it from custom_hooks to train "
                               f"without it")
-    for hook in (cfg.get('log_config') or {}).get('hooks', []):
-        if hook.get('type') not in SUPPORTED_LOG_HOOKS:
-            log.warning("log_config.hooks: '%s' is not supported yet and is ignored "
-                        "(metrics go to the console and CSV)", hook.get('type'))
 
 
 def build_trainer(cfg: Config, opts: TrainerOptions,
@@ -176,7 +168,9 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     ``runner`` sets max_epochs/max_steps, ``evaluation.interval`` the validation
     cadence, ``checkpoint_config`` a ModelCheckpoint (``last.ckpt`` always kept),
     ``log_config.interval`` ``log_every_n_steps`` (CSVLogger writes
-    ``<work_dir>/csv/version_*/metrics.csv``), ``fp16`` 16-mixed precision,
+    ``<work_dir>/csv/version_*/metrics.csv``; ``log_config.hooks`` add TensorBoard / W&B),
+    the first validation images go to ``<work_dir>/plots/predictions`` (and W&B),
+    ``fp16`` 16-mixed precision,
     ``find_unused_parameters`` the DDP strategy. Samplers stay mmdet's
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none).
     """
@@ -195,10 +189,13 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
     checkpoints = [_checkpoint_callback(cfg, opts.work_dir, by_epoch),
                    _best_checkpoint_callback(cfg, opts.work_dir)]
+    wandb = wandb_settings(cfg, opts.wandb)
+    images = EvalImages(wandb.num_eval_images if wandb else 8, wandb.bbox_score_thr if wandb else 0.3,
+                        out_dir=osp.join(opts.work_dir, 'plots', 'predictions'))
     return pl.Trainer(
         default_root_dir=opts.work_dir,
-        logger=[CSVLogger(opts.work_dir, name='csv')],
-        callbacks=[c for c in checkpoints if c is not None] + list(callbacks or []),
+        logger=build_loggers(cfg, opts.work_dir, opts.wandb),
+        callbacks=[c for c in checkpoints if c is not None] + [images] + list(callbacks or []),
         log_every_n_steps=log_interval,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,

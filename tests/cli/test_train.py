@@ -23,7 +23,7 @@ def test_help_lists_flags():
     assert out.returncode == 0
     for flag in ('--config', '--work-dir', '--gpus', '--accelerator', '--devices', '--max-epochs',
                  '--max-iters', '--seed', '--deterministic', '--cfg-options', '--fast-dev-run',
-                 '--resume'):
+                 '--resume', '--wandb', '--no-wandb', '--wandb-project', '--wandb-entity', '--wandb-name'):
         assert flag in out.stdout, flag
 
 

@@ -1,0 +1,198 @@
+"""``log_config.hooks`` -> Lightning loggers (CSV always, TensorBoard, Weights & Biases).
+
+mmcv's ``TextLoggerHook`` becomes the console + ``CSVLogger``; ``TensorboardLoggerHook`` a
+``TensorBoardLogger``; ``WandbLoggerHook`` (mmcv), ``MMDetWandbHook`` (mmdet) and ``WandbLogger``
+(the W&B integration's spelling) a :class:`DetWandbLogger` with their init kwargs. W&B never
+stops a run: a missing package or a machine without credentials is a one-line warning and the
+run goes on with CSV (and TensorBoard).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from mmcv import Config
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = ['LOG_HOOKS', 'WANDB_HOOKS', 'WandbOptions', 'WandbSettings', 'DetWandbLogger', 'build_loggers',
+           'finish_wandb', 'log_run_files', 'wandb_settings']
+
+#: mmcv / mmdet / W&B-integration spellings of the W&B hook.
+WANDB_HOOKS = frozenset({'WandbLoggerHook', 'MMDetWandbHook', 'WandbLogger'})
+#: ``log_config.hooks`` types lit_mmdet maps onto Lightning loggers.
+LOG_HOOKS = frozenset({'TextLoggerHook', 'TensorboardLoggerHook'}) | WANDB_HOOKS
+
+
+@dataclass
+class WandbOptions:
+    """``train.py`` W&B flags: ``enabled`` None keeps the config's choice."""
+
+    enabled: Optional[bool] = None
+    project: Optional[str] = None
+    entity: Optional[str] = None
+    name: Optional[str] = None
+
+
+@dataclass
+class WandbSettings:
+    """One W&B hook's settings under every spelling mmcv, mmdet and the W&B integration use."""
+
+    init_kwargs: dict = field(default_factory=dict)
+    log_checkpoint: bool = False
+    log_checkpoint_metadata: bool = False
+    num_eval_images: int = 0
+    bbox_score_thr: float = 0.3
+
+
+def _log_hooks(cfg: Config) -> list[dict]:
+    return [dict(h) for h in (cfg.get('log_config') or {}).get('hooks', [])]
+
+
+def wandb_settings(cfg: Config, opts: Optional[WandbOptions] = None) -> Optional[WandbSettings]:
+    """The config's W&B hook merged with the CLI flags; None when W&B is off."""
+    opts = opts or WandbOptions()
+    hooks = [h for h in _log_hooks(cfg) if h.get('type') in WANDB_HOOKS]
+    if opts.enabled is False or (not hooks and not opts.enabled):
+        return None
+    hook = hooks[0] if hooks else {}
+    init = dict(hook.get('init_kwargs') or hook.get('wandb_init_kwargs') or {})
+    for key in ('project', 'entity', 'name'):
+        if getattr(opts, key):
+            init[key] = getattr(opts, key)
+    init.setdefault('project', 'lit_mmdet')
+    mmdet_hook = hook.get('type') in ('MMDetWandbHook', 'WandbLogger')
+    return WandbSettings(
+        init_kwargs=init,
+        log_checkpoint=bool(hook.get('log_checkpoint', False)),
+        log_checkpoint_metadata=bool(hook.get('log_checkpoint_metadata', False)),
+        # mmdet's hook shows 100 validation images by default; plain runs a few
+        num_eval_images=int(hook.get('num_eval_images', 100 if mmdet_hook else 8)),
+        bbox_score_thr=float(hook.get('bbox_score_thr', 0.3)))
+
+
+def _wandb_unavailable() -> Optional[str]:
+    """Why W&B cannot log on this machine (None when it can)."""
+    if importlib.util.find_spec('wandb') is None:
+        return 'the wandb package is not installed (pip install wandb)'
+    mode = os.environ.get('WANDB_MODE', '').lower()
+    if mode in ('offline', 'disabled', 'dryrun') or os.environ.get('WANDB_API_KEY'):
+        return None
+    from wandb.sdk import wandb_setup
+    from wandb.sdk.lib import wbauth
+    settings = wandb_setup.singleton().settings
+    if settings.api_key or wbauth.read_netrc_auth(host=settings.base_url):
+        return None
+    return 'not logged in (no WANDB_API_KEY or `wandb login`)'
+
+
+class DetWandbLogger(WandbLogger):
+    """Lightning's ``WandbLogger`` with mmdet's checkpoint-artifact conventions.
+
+    Checkpoints are ``model`` artifacts aliased ``latest`` (and ``best`` only for the
+    ``evaluation.save_best`` checkpoint, not for periodic ones) and, with
+    ``log_checkpoint_metadata``, carry the latest validation metrics as artifact metadata.
+    """
+
+    def __init__(self, *args: Any, log_checkpoint_metadata: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._log_checkpoint_metadata = log_checkpoint_metadata
+        self._eval_metrics: dict[str, float] = {}
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
+        self._eval_metrics.update({k: float(v) for k, v in metrics.items()
+                                   if k.startswith('val/') and isinstance(v, (int, float, torch.Tensor))})
+        super().log_metrics(metrics, step)
+
+    def _scan_and_log_checkpoints(self, checkpoint_callback: ModelCheckpoint) -> None:
+        import wandb
+        from pytorch_lightning.loggers.utilities import _scan_checkpoints as scan
+
+        best = checkpoint_callback.monitor and str(checkpoint_callback.monitor).startswith('val/')
+        for t, path, score, _ in scan(checkpoint_callback, self._logged_model_time):
+            metadata: dict[str, Any] = {'original_filename': osp.basename(path),
+                                        'monitor': checkpoint_callback.monitor,
+                                        'score': float(score) if score is not None else None}
+            if self._log_checkpoint_metadata:
+                metadata.update(self._eval_metrics)
+            if not self._checkpoint_name:
+                self._checkpoint_name = f'model-{self.experiment.id}'
+            artifact = wandb.Artifact(name=self._checkpoint_name, type='model', metadata=metadata)
+            artifact.add_file(path, name=osp.basename(path), policy=self.add_file_policy)
+            aliases = ['latest']
+            if best and path == checkpoint_callback.best_model_path:
+                aliases.append('best')
+            self.experiment.log_artifact(artifact, aliases=aliases)
+            self._logged_model_time[path] = t
+
+
+@rank_zero_only
+def log_run_files(loggers: list[Logger], config_file: str) -> None:
+    """W&B: the resolved config file (beside the run config Lightning logs) and mmdet's env info."""
+    from mmdet.utils import collect_env
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            env = {k: str(v) for k, v in collect_env().items() if k != 'PyTorch compiling details'}
+            logger.experiment.config.update({'env': env}, allow_val_change=True)
+            logger.experiment.save(config_file, base_path=osp.dirname(config_file) or '.', policy='now')
+
+
+@rank_zero_only
+def finish_wandb(loggers: list[Logger], plots: Optional[list[str]] = None) -> None:
+    """Log the PNG plots to W&B (``plots/<name>``) and close the W&B run (files flushed)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            import wandb
+            if plots:
+                logger.experiment.log({f'plots/{osp.splitext(osp.basename(p))[0]}': wandb.Image(p)
+                                       for p in plots})
+            logger.experiment.finish()
+
+
+def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = None) -> list[Logger]:
+    """CSV always; TensorBoard and W&B when ``log_config.hooks`` (or ``--wandb``) ask for them."""
+    loggers: list[Logger] = [CSVLogger(work_dir, name='csv')]
+    for hook in _log_hooks(cfg):
+        kind = hook.get('type')
+        if kind not in LOG_HOOKS:
+            log.warning("log_config.hooks: '%s' has no Lightning counterpart and is ignored "
+                        "(supported: %s)", kind, sorted(LOG_HOOKS))
+        elif kind == 'TensorboardLoggerHook':
+            loggers.append(TensorBoardLogger(hook.get('log_dir') or work_dir, name='tensorboard'))
+    settings = wandb_settings(cfg, wandb)
+    if settings is None:
+        return loggers
+    why = _wandb_unavailable()
+    if why:
+        log.warning('W&B is off for this run: %s; CSV%s logging goes on (set WANDB_MODE=offline to log '
+                    'locally and `wandb sync` later)', why,
+                    ' and TensorBoard' if len(loggers) > 1 else '')
+        return loggers
+    init = dict(settings.init_kwargs)
+    unknown = {'save_dir', 'log_model'} & set(init)
+    if unknown:
+        raise ConfigError(f'log_config W&B init_kwargs: {sorted(unknown)} are set by lit_mmdet; remove them '
+                          f'(use log_checkpoint=True for checkpoint artifacts)')
+    save_dir = init.pop('dir', None) or work_dir
+    logger = DetWandbLogger(save_dir=save_dir, log_model='all' if settings.log_checkpoint else False,
+                            log_checkpoint_metadata=settings.log_checkpoint_metadata, **init)
+    try:
+        logger.experiment  # start the run now (rank 0): a failing wandb.init must not end the training
+    except Exception as exc:  # noqa: BLE001 - network, auth and server errors all mean "no W&B"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning('W&B is off for this run: wandb.init failed (%s); CSV logging goes on (set '
+                    'WANDB_MODE=offline to log locally and `wandb sync` later)', reason)
+        return loggers
+    loggers.append(logger)
+    return loggers

@@ -1,0 +1,208 @@
+"""log_config.hooks -> Lightning loggers; an offline W&B run read back with wandb's protobufs."""
+import csv
+import glob
+import json
+import logging
+import os.path as osp
+
+import cv2
+import pytest
+
+from lit_mmdet.plots import write_plots
+from lit_mmdet.runtime.loggers import DetWandbLogger, WandbOptions, build_loggers, wandb_settings
+from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options, wandb_records
+
+WANDB_CONFIG = f'''
+_base_ = '{SHAPES_CONFIG}'
+log_config = dict(interval=1, hooks=[
+    dict(type='TextLoggerHook'),
+    dict(type='WandbLogger', wandb_init_kwargs={{'project': 'proj', 'name': 'run1', 'tags': ['t1']}},
+         logging_interval=1, log_checkpoint=True, log_checkpoint_metadata=True, num_eval_images=3,
+         bbox_score_thr=0.05),
+    dict(type='TensorboardLoggerHook')])
+evaluation = dict(interval=1, metric=['segm'], save_best='auto')
+checkpoint_config = dict(interval=1)
+# an untrained SOLO that still predicts (scores ~0.5, full masks): the images carry detections
+model = dict(mask_head=dict(init_cfg=dict(type='Normal', layer='Conv2d', std=0.01, override=[
+    dict(type='Normal', name='conv_cls', std=0.01, bias=0.0),
+    dict(type='Normal', name='conv_mask_list', std=0.01, bias=1.0)])))
+'''
+
+
+def _valid_png(path):
+    image = cv2.imread(str(path))
+    return image is not None and image.size > 0 and float(image.std()) > 0
+
+
+def _history(records):
+    rows = []
+    for r in records:
+        if r.WhichOneof('record_type') == 'history':
+            rows.append({'/'.join(i.nested_key) or i.key: json.loads(i.value_json) for i in r.history.item})
+    return rows
+
+
+@pytest.fixture()
+def offline_wandb(tmp_path, monkeypatch):
+    """W&B offline, with its data, cache and config folders inside the test's tmp dir."""
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    for var, sub in (('WANDB_DATA_DIR', 'wdata'), ('WANDB_CACHE_DIR', 'wcache'),
+                     ('WANDB_CONFIG_DIR', 'wconfig')):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wandb, shapes_dir):
+    tmp = offline_wandb
+    config = tmp / 'wandb_shapes.py'
+    config.write_text(WANDB_CONFIG)
+    work = tmp / 'work'
+    out = run_script('train.py', '--config', str(config), '--work-dir', str(work), '--max-epochs', '2',
+                     '--seed', '0', '--cfg-options', *cli_options(tiny_options(shapes_dir)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = glob.glob(str(work / 'wandb' / 'offline-run-*'))
+    records = list(wandb_records(run_dir))
+    kinds = [r.WhichOneof('record_type') for r in records]
+
+    # the run: project, name and tags from wandb_init_kwargs
+    (run,) = [r.run for r in records if r.WhichOneof('record_type') == 'run']
+    assert (run.project, run.display_name, list(run.tags)) == ('proj', 'run1', ['t1'])
+
+    # metrics at the steps metrics.csv has them
+    history = _history(records)
+    train = [h for h in history if 'train/loss' in h]
+    assert [h['trainer/global_step'] for h in train] == list(range(8))
+    for key in ('train/loss_mask', 'train/loss_cls', 'train/lr', 'train/grad_norm', 'train/data_time',
+                'train/time', 'epoch'):
+        assert all(key in h for h in train), key
+    (csv_file,) = glob.glob(str(work / 'csv' / '*' / 'metrics.csv'))
+    with open(csv_file) as f:
+        csv_lr = [float(r['train/lr']) for r in csv.DictReader(f) if r.get('train/lr')]
+    assert [h['train/lr'] for h in train] == pytest.approx(csv_lr, rel=1e-6)
+    val = [h for h in history if 'val/segm_mAP' in h]
+    assert [h['trainer/global_step'] for h in val] == [3, 7]  # after each epoch
+
+    # the resolved config as the run config, mmdet's env info, the config file
+    config_keys = [u.key or u.nested_key[0] for r in records if r.WhichOneof('record_type') == 'config'
+                   for u in r.config.update]
+    assert {'config', 'env'} <= set(config_keys)
+    (logged_config,) = [json.loads(u.value_json) for r in records if r.WhichOneof('record_type') == 'config'
+                        for u in r.config.update if (u.key or u.nested_key[0]) == 'config']
+    logged_config = logged_config.get('value', logged_config)
+    assert logged_config['model']['type'] == 'SOLO'
+    files = [f.path for r in records if r.WhichOneof('record_type') == 'files' for f in r.files.files]
+    assert 'wandb_shapes.py' in files and osp.isfile(osp.join(run_dir, 'files', 'wandb_shapes.py'))
+
+    # the same 3 validation images after each evaluation, with predicted and true boxes + masks
+    tables = [r.artifact for r in records if r.WhichOneof('record_type') == 'artifact'
+              and r.artifact.type == 'run_table']
+    assert len(tables) == 2
+    for table in tables:
+        (entry,) = [c for c in table.manifest.contents if c.path.endswith('predictions.table.json')]
+        with open(entry.local_path) as f:
+            content = json.load(f)
+        assert content['columns'] == ['index', 'file_name', 'detections', 'prediction', 'ground_truth']
+        assert [row[1] for row in content['data']] == ['000000.png', '000001.png', '000002.png']
+        for _, _, detections, prediction, truth in content['data']:
+            assert detections > 0 and len(prediction['boxes']['predictions']) == detections
+            assert all('score' in box['scores'] for box in prediction['boxes']['predictions'])
+            assert prediction['masks']['predictions']['_type'] == 'mask'
+            assert truth['boxes']['ground_truth'] and truth['masks']['ground_truth']['_type'] == 'mask'
+        mask_files = [c for c in table.manifest.contents if c.path.endswith('.mask.png')]
+        assert mask_files and all(osp.isfile(c.local_path) for c in mask_files)
+
+    # checkpoints as model artifacts, with the evaluation metrics as metadata; 'best' on save_best's
+    models = [r.artifact for r in records if r.WhichOneof('record_type') == 'artifact'
+              and r.artifact.type == 'model']
+    names = {json.loads(a.metadata)['original_filename']: a for a in models}
+    assert {'epoch=0-step=4.ckpt', 'epoch=1-step=8.ckpt', 'last.ckpt', 'best_segm_mAP_epoch_0.ckpt'} <= set(names)
+    assert all('latest' in a.aliases for a in models)
+    assert 'best' in names['best_segm_mAP_epoch_0.ckpt'].aliases
+    assert 'best' not in names['epoch=1-step=8.ckpt'].aliases
+    assert all('val/segm_mAP' in json.loads(a.metadata) for a in models)
+    assert kinds[-1] == 'exit'  # the run was closed cleanly
+
+    # plots a person can look at; TensorBoard beside CSV
+    for name in ('loss.png', 'lr.png', 'val.png'):
+        assert _valid_png(work / 'plots' / name), name
+    predictions = sorted(glob.glob(str(work / 'plots' / 'predictions' / '*.png')))
+    assert [osp.basename(p) for p in predictions] == ['000000.png', '000001.png', '000002.png']
+    assert all(_valid_png(p) for p in predictions)
+    assert glob.glob(str(work / 'tensorboard' / '*' / 'events.out.tfevents.*'))
+
+
+def test_hook_spellings_and_cli_flags(tiny_cfg):
+    assert wandb_settings(tiny_cfg) is None  # TextLoggerHook only: no W&B
+    assert wandb_settings(tiny_cfg, WandbOptions(enabled=True)).init_kwargs == {'project': 'lit_mmdet'}
+    for hook, spelling in ((dict(type='WandbLoggerHook'), 'init_kwargs'),
+                           (dict(type='MMDetWandbHook'), 'init_kwargs'),
+                           (dict(type='WandbLogger'), 'wandb_init_kwargs')):
+        hook[spelling] = {'project': 'P', 'entity': 'E', 'group': 'G'}
+        tiny_cfg.log_config.hooks = [dict(type='TextLoggerHook'), dict(hook, log_checkpoint=True,
+                                                                        num_eval_images=5)]
+        settings = wandb_settings(tiny_cfg)
+        assert settings.init_kwargs == {'project': 'P', 'entity': 'E', 'group': 'G'}
+        assert settings.log_checkpoint and settings.num_eval_images == 5
+        override = wandb_settings(tiny_cfg, WandbOptions(project='Q', name='N'))
+        assert override.init_kwargs == {'project': 'Q', 'entity': 'E', 'group': 'G', 'name': 'N'}
+        assert wandb_settings(tiny_cfg, WandbOptions(enabled=False)) is None  # --no-wandb
+
+
+def test_loggers_from_hooks(tiny_cfg, offline_wandb, caplog):
+    tiny_cfg.log_config.hooks = [dict(type='TextLoggerHook'), dict(type='TensorboardLoggerHook'),
+                                 dict(type='PaviLoggerHook'),
+                                 dict(type='MMDetWandbHook', init_kwargs={'project': 'P'})]
+    with caplog.at_level(logging.WARNING):
+        loggers = build_loggers(tiny_cfg, str(offline_wandb))
+    assert [type(lg).__name__ for lg in loggers] == ['CSVLogger', 'TensorBoardLogger', 'DetWandbLogger']
+    assert "'PaviLoggerHook' has no Lightning counterpart and is ignored" in caplog.text
+    assert isinstance(loggers[-1], DetWandbLogger) and loggers[-1]._project == 'P'
+    assert loggers[-1].experiment.project == 'P' and loggers[-1].experiment.offline  # started at build
+    loggers[-1].experiment.finish()
+
+
+def test_wandb_without_credentials_or_package_falls_back(tiny_cfg, tmp_path, monkeypatch, caplog):
+    import importlib.util
+    tiny_cfg.log_config.hooks = [dict(type='TensorboardLoggerHook'), dict(type='WandbLoggerHook')]
+    for var in ('WANDB_MODE', 'WANDB_API_KEY'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('NETRC', str(tmp_path / 'no-netrc'))
+    monkeypatch.setenv('HOME', str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        loggers = build_loggers(tiny_cfg, str(tmp_path))
+    assert [type(lg).__name__ for lg in loggers] == ['CSVLogger', 'TensorBoardLogger']
+    assert 'W&B is off for this run: not logged in' in caplog.text
+    assert 'CSV and TensorBoard logging goes on' in caplog.text
+    caplog.clear()
+    import wandb
+    monkeypatch.setenv('WANDB_API_KEY', 'x' * 40)  # credentials, but the server cannot be reached
+    monkeypatch.setattr(wandb, 'init', lambda *a, **k: (_ for _ in ()).throw(
+        wandb.errors.CommError('Network error: connection refused')))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loggers = build_loggers(tiny_cfg, str(tmp_path))
+    assert len(loggers) == 2 and 'wandb.init failed (Network error: connection refused)' in caplog.text
+    monkeypatch.delenv('WANDB_API_KEY')
+    caplog.clear()
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'wandb' else find_spec(name, *a))
+    with caplog.at_level(logging.WARNING):
+        loggers = build_loggers(tiny_cfg, str(tmp_path))
+    assert len(loggers) == 2 and 'the wandb package is not installed' in caplog.text
+
+
+def test_plots_from_metrics_csv(tmp_path):
+    rows = [dict(epoch=0, step=s, **{'train/loss': 3 - 0.1 * s, 'train/loss_cls': 1 - 0.05 * s,
+                                     'train/lr': 1e-3 * (s + 1) / 10}) for s in range(10)]
+    rows += [dict(epoch=e, step=4 + 5 * e, **{'val/bbox_mAP': 0.1 * (e + 1), 'val/bbox_mAP_s': 0.0})
+             for e in range(2)]
+    path = tmp_path / 'metrics.csv'
+    keys = ['epoch', 'step', 'train/loss', 'train/loss_cls', 'train/lr', 'val/bbox_mAP', 'val/bbox_mAP_s']
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    written = write_plots(str(path), str(tmp_path / 'plots'))
+    assert [osp.basename(p) for p in written] == ['loss.png', 'lr.png', 'val.png']
+    assert all(_valid_png(p) for p in written)
