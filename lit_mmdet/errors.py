@@ -5,13 +5,36 @@ import difflib
 import re
 from typing import Optional
 
-__all__ = ['ConfigError', 'unknown_type_error']
+__all__ = ['ConfigError', 'DataError', 'TrainingError', 'one_line', 'unknown_type_error']
 
 _NOT_IN_REGISTRY = re.compile(r"(\S+) is not in the (\w+) registry")
 
 
 class ConfigError(ValueError):
     """A config (or a file it points at) is wrong in a way the user can fix."""
+
+
+class DataError(ConfigError):
+    """A data file (an image, an annotation) cannot be used; the message names it."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where and what to do."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker re-raised it.
+
+    PyTorch re-raises a worker's exception as ``type(exc)("Caught X in DataLoader worker ...
+    Original Traceback ... module.X: message")``: the message is the last line, after the
+    exception's qualified name.
+    """
+    text = str(exc).strip()
+    if 'Original Traceback' not in text:
+        return text
+    last = text.splitlines()[-1]
+    name = type(exc).__name__
+    return last.split(f'{name}: ', 1)[1] if f'{name}: ' in last else last
 
 
 def _registries() -> list:

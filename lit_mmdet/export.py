@@ -18,7 +18,7 @@ __all__ = ['main']
 def _run(args: argparse.Namespace) -> int:
     from .models.checkpoint import export_mmdet_checkpoint
 
-    out, config = export_mmdet_checkpoint(args.checkpoint, args.out)
+    out, config = export_mmdet_checkpoint(args.checkpoint, args.out, trust=args.trust_checkpoint)
     print(f'wrote {out} and {config}')
     return 0
 
@@ -27,6 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m lit_mmdet.export', description=__doc__.split('\n')[0])
     parser.add_argument('checkpoint', help='lit_mmdet Lightning checkpoint (.ckpt)')
     parser.add_argument('out', help='mmdet checkpoint to write (.pth); the config goes beside it (.py)')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='allow a checkpoint that needs full unpickling (trusted files only)')
     parser.add_argument('--debug', action='store_true', help='show full tracebacks')
     return run_main(parser, _run, argv)
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoint import load_detector
     from ..models.inference import coco_records, collect_images, format_result
 
-    model = load_detector(args.config, args.checkpoint, args.cfg_options).to(args.device)
+    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint).to(args.device)
     images = collect_images(args.inputs)
     os.makedirs(args.out_dir, exist_ok=True)
     classes = model.model.CLASSES

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.checkpoint import load_detector
     from ..runtime import TrainerOptions, device_kwargs
 
-    model = load_detector(args.config, args.checkpoint, args.cfg_options)
+    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint)
     if args.metrics:
         model.cfg.setdefault('evaluation', {})['metric'] = list(args.metrics)
     work_dir = args.work_dir or _default_work_dir(args.config, args.checkpoint)

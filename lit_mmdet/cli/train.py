@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='run N train/val batches only (a smoke test)')
     parser.add_argument('--resume', help="a checkpoint to resume from, or 'auto' for "
                         "<work-dir>/checkpoints/last.ckpt when it exists")
+    parser.add_argument('--skip-bad-images', action='store_true',
+                        help='skip (and count, train/skipped_images) training images that are missing '
+                        'or cannot be decoded instead of stopping (data.skip_bad_images=True)')
     wandb = parser.add_argument_group('Weights & Biases (default: on when log_config.hooks has a W&B hook)')
     wandb.add_argument('--wandb', action='store_true', default=None, help='log to W&B')
     wandb.add_argument('--no-wandb', dest='wandb', action='store_false', help='no W&B, whatever the config says')
@@ -77,9 +80,15 @@ def run(args: argparse.Namespace) -> int:
     from ..models import LitDetector
     from ..plots import write_plots
     from ..runtime import TrainerOptions, build_trainer
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from ..models.checkpoint import load_mmdet_weights, read_checkpoint
+    from ..runtime.checkpoint_io import remove_stale_temporaries
     from ..runtime.loggers import WandbOptions, finish_wandb, log_run_files
 
     cfg = load_config(args.config, args.cfg_options)
+    if args.skip_bad_images:
+        cfg.data.skip_bad_images = True
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
     cfg.work_dir = work_dir
@@ -99,13 +108,24 @@ def run(args: argparse.Namespace) -> int:
     model = LitDetector(cfg)
     data = MMDetDataModule(model.cfg, seed=cfg.seed)
     ckpt_path = resolve_resume(args.resume, work_dir)
-    if ckpt_path is None and cfg.get('load_from'):
-        from ..models.checkpoint import load_mmdet_weights
-        print(f'load_from {cfg.load_from}: {load_mmdet_weights(model.model, cfg.load_from)}')
+    if ckpt_path is not None:  # a clear error for a corrupt or untrusted file before Lightning loads it
+        read_checkpoint(ckpt_path, trust=args.trust_checkpoint, mmap=True)
+    elif cfg.get('load_from'):
+        report = load_mmdet_weights(model.model, cfg.load_from, trust=args.trust_checkpoint)
+        print(f'load_from {cfg.load_from}: {report}')
     if trainer.is_global_zero:
+        for stale in remove_stale_temporaries(osp.join(work_dir, 'checkpoints')):
+            print(f'removed {stale}: a checkpoint save that was killed')
         model.cfg.dump(osp.join(work_dir, f'{name}.py'))
         log_run_files(trainer.loggers, osp.join(work_dir, f'{name}.py'))
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=not args.trust_checkpoint)
+    except SIGTERMException:  # preempted: the checkpoint is written (ResumeState), stop cleanly
+        finish_wandb(trainer.loggers)
+        if trainer.is_global_zero:
+            print(f'stopped by SIGTERM after iteration {trainer.global_step}; resume with: '
+                  f'train.py --config {args.config} --work-dir {work_dir} --resume auto', flush=True)
+        return 0
 
     if trainer.is_global_zero:
         val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}

@@ -23,6 +23,8 @@ from torch.utils.data import DataLoader
 
 from ..config import ConfigLike, load_config
 from ..errors import ConfigError, unknown_type_error
+from .bad_images import guard_images
+from .samplers import resumable_loader
 
 __all__ = ['MMDetDataModule']
 
@@ -84,6 +86,8 @@ class MMDetDataModule(pl.LightningDataModule):
                                   f'ann_file=..., img_prefix=..., pipeline=...))')
         self.cfg = compat_cfg(cfg)
         self.seed = seed if seed is not None else self.cfg.get('seed')
+        #: ``data.skip_bad_images``: skip (and count) unreadable training images instead of stopping.
+        self.skip_bad_images = bool(self.cfg.data.get('skip_bad_images', False))
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.test_dataset: Any = None
@@ -94,12 +98,13 @@ class MMDetDataModule(pl.LightningDataModule):
         split_cfg = copy.deepcopy(data[split])
         if data.get(f'{split}_dataloader', {}).get('samples_per_gpu', 1) > 1:
             split_cfg.pipeline = replace_ImageToTensor(split_cfg.pipeline)
-        return _build_dataset(split_cfg, f'data.{split}', dict(test_mode=True))
+        return guard_images(_build_dataset(split_cfg, f'data.{split}', dict(test_mode=True)), f'data.{split}')
 
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, 'fit'):
             if self.train_dataset is None:
-                self.train_dataset = _build_dataset(self.cfg.data.train, 'data.train')
+                self.train_dataset = guard_images(_build_dataset(self.cfg.data.train, 'data.train'),
+                                                  'data.train', skip=self.skip_bad_images)
         if stage in (None, 'fit', 'validate') and self.val_dataset is None:
             self.val_dataset = self._eval_dataset('val')
         if stage in (None, 'test', 'predict') and self.test_dataset is None:
@@ -115,8 +120,11 @@ class MMDetDataModule(pl.LightningDataModule):
         return build_dataloader(dataset, **args)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, 'train', samples_per_gpu=2, workers_per_gpu=2,
-                            num_gpus=1, seed=self.seed, runner_type='EpochBasedRunner')
+        """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
+        (``loader.batch_sampler.sampler``), so an interrupted epoch resumes exactly."""
+        return resumable_loader(self._loader(self.train_dataset, 'train', samples_per_gpu=2,
+                                             workers_per_gpu=2, num_gpus=1, seed=self.seed,
+                                             runner_type='EpochBasedRunner'))
 
     def _eval_loader(self, dataset: Any, split: str) -> DataLoader:
         return self._loader(dataset, split, samples_per_gpu=1, workers_per_gpu=2, shuffle=False)

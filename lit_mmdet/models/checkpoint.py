@@ -16,6 +16,7 @@ import copy
 import logging
 import os
 import os.path as osp
+import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -29,7 +30,7 @@ from ..errors import ConfigError
 from .builder import without_weight_loading
 from .detector import LitDetector
 
-__all__ = ['LoadReport', 'export_mmdet_checkpoint', 'load_mmdet_weights', 'load_detector',
+__all__ = ['LoadReport', 'export_mmdet_checkpoint', 'load_mmdet_weights', 'load_detector', 'read_checkpoint',
            'inference_config']
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,47 @@ def _require_file(path: str) -> None:
         raise ConfigError(f"checkpoint '{path}' not found; give an existing .ckpt or .pth file")
 
 
-def _read_checkpoint(path: str) -> tuple[dict, dict]:
-    """``(state_dict without 'module.' prefixes, meta)`` of an mmcv/mmdet checkpoint."""
+def read_checkpoint(path: str, trust: bool = False, mmap: bool = False) -> dict:
+    """``torch.load`` a local checkpoint safely: ``weights_only=True`` unless ``trust``.
+
+    Raises:
+        ConfigError: One line when the file is missing, corrupt or truncated, or holds Python
+            objects that only full unpickling can load (the fix: ``--trust-checkpoint``).
+    """
     _require_file(path)
-    checkpoint = _load_checkpoint(path, map_location='cpu')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=not trust, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise ConfigError(f"checkpoint '{path}' cannot be read ({str(exc).splitlines()[0]}); "
+                              f"use an earlier checkpoint") from None
+        reason = next((line.strip() for line in str(exc).splitlines() if 'Unsupported global' in line),
+                      str(exc).splitlines()[0])
+        raise ConfigError(f"checkpoint '{path}' needs full unpickling, which can run code ({reason}); "
+                          f"if you trust where it comes from, add --trust-checkpoint") from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise ConfigError(f"checkpoint '{path}' is corrupt or incomplete ({str(exc).splitlines()[0]}); "
+                          f"use an earlier checkpoint") from None
+
+
+def _read_checkpoint(path: str, trust: bool = False) -> tuple[dict, dict]:
+    """``(state_dict without 'module.' prefixes, meta)`` of an mmcv/mmdet checkpoint."""
+    if '://' in path:  # mmcv's loaders: open-mmlab://, http(s)://, s3://, ...
+        checkpoint = _load_checkpoint(path, map_location='cpu')
+    else:
+        checkpoint = read_checkpoint(path, trust)
     state = checkpoint.get('state_dict', checkpoint)
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
     return state, checkpoint.get('meta', {}) or {}
 
 
-def load_mmdet_weights(detector: torch.nn.Module, path: str) -> LoadReport:
+def load_mmdet_weights(detector: torch.nn.Module, path: str, trust: bool = False) -> LoadReport:
     """Load an mmdet ``.pth`` into a detector, non-strictly, and report what did not fit.
 
     ``CLASSES`` from the checkpoint's meta are set on the detector, as ``init_detector`` does.
+    ``trust`` allows full unpickling (otherwise ``weights_only=True``).
     """
-    state, meta = _read_checkpoint(path)
+    state, meta = _read_checkpoint(path, trust)
     own = detector.state_dict()
     report = LoadReport(mismatched=[k for k, v in state.items()
                                     if k in own and own[k].shape != v.shape])
@@ -91,15 +118,15 @@ def load_mmdet_weights(detector: torch.nn.Module, path: str) -> LoadReport:
     return report
 
 
-def export_mmdet_checkpoint(checkpoint: str, out: str) -> tuple[str, str]:
+def export_mmdet_checkpoint(checkpoint: str, out: str, trust: bool = False) -> tuple[str, str]:
     """Write a lit_mmdet ``.ckpt`` as an mmdet 2.x checkpoint ``out`` and its config beside it.
 
     Returns:
         ``(out, config_path)``; the config is ``out`` with a ``.py`` suffix.
     """
-    if not osp.isfile(checkpoint):
-        raise ConfigError(f"checkpoint '{checkpoint}' not found; give a lit_mmdet .ckpt file")
-    module = LitDetector.load_from_checkpoint(checkpoint, map_location='cpu')
+    if not checkpoint.endswith('.ckpt'):
+        raise ConfigError(f"checkpoint '{checkpoint}' is not a lit_mmdet .ckpt file; give one")
+    module = load_detector(None, checkpoint, trust=trust)
     cfg = inference_config(module.cfg)
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     config_path = osp.splitext(out)[0] + '.py'
@@ -110,20 +137,20 @@ def export_mmdet_checkpoint(checkpoint: str, out: str) -> tuple[str, str]:
 
 
 def load_detector(config: Optional[ConfigLike], checkpoint: str,
-                  cfg_options: Optional[list] = None) -> LitDetector:
+                  cfg_options: Optional[list] = None, trust: bool = False) -> LitDetector:
     """A ``LitDetector`` from a Lightning ``.ckpt`` or an mmdet ``.pth``.
 
     With a ``.ckpt`` the config stored in it is used unless ``config`` is given
-    (e.g. to point at other data); a ``.pth`` needs ``config``.
+    (e.g. to point at other data); a ``.pth`` needs ``config``. Files load with
+    ``weights_only=True`` unless ``trust``.
     """
     if checkpoint.endswith('.ckpt'):
-        _require_file(checkpoint)
-        stored = torch.load(checkpoint, map_location='cpu', weights_only=False)
+        stored = read_checkpoint(checkpoint, trust)
         module = LitDetector(config or stored['hyper_parameters']['config'], cfg_options)
         module.load_state_dict(stored['state_dict'])
         return module
     if config is None:
         raise ConfigError(f"'{checkpoint}' is an mmdet checkpoint: pass its --config too")
     module = LitDetector(config, cfg_options)
-    load_mmdet_weights(module.model, checkpoint)
+    load_mmdet_weights(module.model, checkpoint, trust)
     return module

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
+import math
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -24,7 +25,7 @@ from torch.nn.utils import clip_grad_norm_
 
 from ..config import ConfigLike, load_config, to_container
 from ..data.batch import unwrap_batch
-from ..errors import unknown_type_error
+from ..errors import TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
 from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks
 from .builder import build_model, check_num_classes
@@ -102,6 +103,8 @@ class LitDetector(pl.LightningModule):
         outputs = self.model.train_step(batch, None)
         batch_size = outputs['num_samples']
         log_vars = outputs['log_vars']
+        if not math.isfinite(log_vars['loss']):  # mmdet already made it a float: no extra sync
+            self._stop_on_invalid_loss(log_vars)
         self.log('train/loss', log_vars['loss'], prog_bar=True, batch_size=batch_size)
         if self._writes_logs():
             metrics = {f'train/{k}': v for k, v in log_vars.items() if k != 'loss'}
@@ -110,6 +113,15 @@ class LitDetector(pl.LightningModule):
                 metrics['train/lr'] = self.trainer.optimizers[0].param_groups[0]['lr']
             self.log_dict(metrics, batch_size=batch_size)
         return outputs['loss']
+
+    def _stop_on_invalid_loss(self, log_vars: Mapping[str, float]) -> None:
+        """mmdet's CheckInvalidLossHook, at every step and before the update: stop, say where."""
+        terms = ', '.join(f'{k}={v:.4g}' for k, v in log_vars.items() if k.startswith('loss'))
+        last = getattr(self.trainer.checkpoint_callback, 'last_model_path', '') if self._trainer else ''
+        kept = f'the last checkpoint ({last}) is intact' if last else 'no checkpoint was written yet'
+        raise TrainingError(f'iteration {self.global_step} (epoch {self.current_epoch}): the loss is not '
+                            f'finite ({terms}); this step was not applied and {kept}; lower optimizer.lr, '
+                            f'set optimizer_config.grad_clip or check the data, then --resume auto')
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer_cfg = self.cfg.optimizer.copy()

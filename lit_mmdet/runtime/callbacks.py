@@ -1,13 +1,19 @@
-"""Callbacks that replace mmcv/mmdet logger hooks: validation images to PNG files and W&B."""
+"""Callbacks for what mmcv's runner and hooks did: validation images, exact resume, preemption."""
 from __future__ import annotations
 
 import logging
-from typing import Optional
+import random
+import warnings
+from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-__all__ = ['EvalImages']
+__all__ = ['EvalImages', 'ResumeState', 'SkippedImagesLog']
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +64,114 @@ class EvalImages(pl.Callback):
                 logger.log_table('val/predictions', columns=['index', 'file_name', 'detections',
                                                              'prediction', 'ground_truth'],
                                  data=rows, step=trainer.global_step)
+
+
+def _numpy_state(state: tuple) -> tuple:
+    """numpy's RNG state with its key array as a tensor (checkpoints load with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = state
+    return kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(gauss)
+
+
+def _numpy_restore(state: tuple) -> tuple:
+    kind, keys, pos, has_gauss, gauss = state
+    return kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss
+
+
+def _batch_sampler(trainer: pl.Trainer) -> Any:
+    from ..data.samplers import ResumableBatchSampler
+    loader = trainer.fit_loop._combined_loader
+    flat = loader.flattened if loader is not None else []
+    sampler = getattr(flat[0], 'batch_sampler', None) if len(flat) == 1 else None
+    return sampler if isinstance(sampler, ResumableBatchSampler) else None
+
+
+class ResumeState(pl.Callback):
+    """What a checkpoint needs beyond Lightning's own state to resume exactly, and SIGTERM.
+
+    Checkpoints carry the host RNG states (torch, numpy, Python) and, when saved inside an
+    epoch, the epoch's sample order and position (:class:`ResumableBatchSampler`), so a resumed
+    run trains on the same batches with the same random numbers as an uninterrupted one.
+
+    On SIGTERM (preemption) the current step finishes, ``last_path`` is written and the run
+    stops cleanly (Lightning's ``SIGTERMException``, exit code 0); ``--resume auto`` continues.
+
+    Args:
+        last_path: Where the SIGTERM checkpoint goes (``<work_dir>/checkpoints/last.ckpt``).
+    """
+
+    def __init__(self, last_path: str) -> None:
+        self.last_path = last_path
+        self._trainer: Optional[pl.Trainer] = None
+        self._loaded: Optional[dict] = None
+        self._torch_at_batch: Optional[torch.Tensor] = None
+        self.preempted_at: Optional[int] = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+        # Lightning cannot see that this callback replays the epoch: its warning would be wrong
+        warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch")
+
+    def state_dict(self) -> dict:
+        trainer = self._trainer
+        state: dict[str, Any] = dict(torch=torch.get_rng_state(), numpy=_numpy_state(np.random.get_state()),
+                                     python=random.getstate())
+        sampler = _batch_sampler(trainer) if trainer is not None else None
+        if sampler is not None:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if 0 < done < len(sampler):  # inside an epoch: the order, position and RNG to replay it
+                position = sampler.state_at(done)
+                position['numpy'] = _numpy_state(position['numpy'])
+                state['sampler'] = position
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._loaded = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after Lightning restored the loops and created the loader's iterator, before the first
+        # batch is drawn (a run restarted inside an epoch gets no on_train_epoch_start)
+        state, self._loaded = self._loaded, None
+        if state is None:
+            return
+        sampler = _batch_sampler(trainer)
+        if 'sampler' in state and sampler is not None:
+            # sets numpy/Python RNG before the first batch loads
+            sampler.replay(dict(state['sampler'], numpy=_numpy_restore(state['sampler']['numpy'])))
+            self._torch_at_batch = state['torch']  # after the loader's iterator draws its seed
+            return
+        np.random.set_state(_numpy_restore(state['numpy']))
+        random.setstate(state['python'])
+        torch.set_rng_state(state['torch'])
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.preempted_at is not None:  # the checkpoint is written and the last step logged: stop
+            raise SIGTERMException()
+        if self._torch_at_batch is not None:
+            torch.set_rng_state(self._torch_at_batch)
+            self._torch_at_batch = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        # every rank must agree before the (collective) save; mmdet's train_step already syncs
+        # each step under DDP (_parse_losses all-reduces the log values), so this adds no stall
+        stop = trainer.strategy.reduce_boolean_decision(bool(trainer.received_sigterm), all=False)
+        if not stop:
+            return
+        # saved where Lightning's own step checkpoints are saved, so the loops resume inside the epoch
+        trainer.save_checkpoint(self.last_path)
+        self.preempted_at = trainer.global_step
+        rank_zero_info(f'SIGTERM: saved {self.last_path} after iteration {trainer.global_step} '
+                       f'(epoch {trainer.current_epoch}); continue with --resume auto')
+
+
+class SkippedImagesLog(pl.Callback):
+    """``train/skipped_images`` (``--skip-bad-images``) on the steps Lightning writes logs."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        from ..data.bad_images import skipped_images
+        if getattr(trainer._logger_connector, 'should_update_logs', True):
+            skipped = skipped_images(trainer.train_dataloader.dataset)
+            if skipped:
+                pl_module.log('train/skipped_images', float(skipped), batch_size=1)

@@ -10,7 +10,8 @@ import torch
 from mmcv import Config
 from pytorch_lightning.callbacks import ModelCheckpoint
 from ..errors import ConfigError
-from .callbacks import EvalImages
+from .callbacks import EvalImages, ResumeState, SkippedImagesLog
+from .checkpoint_io import AtomicCheckpointIO
 from .loggers import WandbOptions, build_loggers, wandb_settings
 
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
@@ -93,6 +94,8 @@ def _checkpoint_callback(cfg: Config, work_dir: str, by_epoch_runner: bool) -> M
     keep = int(ckpt.get('max_keep_ckpts', -1))
     kwargs: dict[str, Any] = dict(dirpath=osp.join(work_dir, 'checkpoints'),
                                   save_last=ckpt.get('save_last', True))
+    if by_epoch:  # mmcv's CheckpointHook saves after every training epoch, evaluated or not
+        kwargs['save_on_train_epoch_end'] = True
     if interval > 0:
         kwargs['every_n_epochs' if by_epoch else 'every_n_train_steps'] = interval
         if keep > 0:  # mmcv's max_keep_ckpts keeps the newest files: rank them by step
@@ -147,8 +150,9 @@ def _best_checkpoint_callback(cfg: Config, work_dir: str) -> Optional[ModelCheck
                            save_top_k=1, save_last=False)
 
 
-#: ``custom_hooks`` lit_mmdet carries out (NumClassCheckHook: ``LitDetector.on_train_start``).
-SUPPORTED_CUSTOM_HOOKS = frozenset({'NumClassCheckHook'})
+#: ``custom_hooks`` lit_mmdet carries out (NumClassCheckHook: ``LitDetector.on_train_start``;
+#: CheckInvalidLossHook: every step, ``LitDetector.training_step``).
+SUPPORTED_CUSTOM_HOOKS = frozenset({'NumClassCheckHook', 'CheckInvalidLossHook'})
 
 
 def check_hooks(cfg: Config) -> None:
@@ -189,13 +193,16 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
     checkpoints = [_checkpoint_callback(cfg, opts.work_dir, by_epoch),
                    _best_checkpoint_callback(cfg, opts.work_dir)]
+    resume = ResumeState(osp.join(opts.work_dir, 'checkpoints', 'last.ckpt'))
     wandb = wandb_settings(cfg, opts.wandb)
     images = EvalImages(wandb.num_eval_images if wandb else 8, wandb.bbox_score_thr if wandb else 0.3,
                         out_dir=osp.join(opts.work_dir, 'plots', 'predictions'))
     return pl.Trainer(
         default_root_dir=opts.work_dir,
         logger=build_loggers(cfg, opts.work_dir, opts.wandb),
-        callbacks=[c for c in checkpoints if c is not None] + [images] + list(callbacks or []),
+        callbacks=[c for c in checkpoints if c is not None] + [images, SkippedImagesLog(), resume]
+        + list(callbacks or []),
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=log_interval,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,

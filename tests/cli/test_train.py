@@ -23,7 +23,8 @@ def test_help_lists_flags():
     assert out.returncode == 0
     for flag in ('--config', '--work-dir', '--gpus', '--accelerator', '--devices', '--max-epochs',
                  '--max-iters', '--seed', '--deterministic', '--cfg-options', '--fast-dev-run',
-                 '--resume', '--wandb', '--no-wandb', '--wandb-project', '--wandb-entity', '--wandb-name'):
+                 '--resume', '--wandb', '--no-wandb', '--wandb-project', '--wandb-entity', '--wandb-name',
+                 '--skip-bad-images', '--trust-checkpoint'):
         assert flag in out.stdout, flag
 
 

@@ -4,14 +4,17 @@ from mmdet.datasets import build_dataloader, build_dataset
 from mmdet.datasets.samplers import GroupSampler
 
 from lit_mmdet import MMDetDataModule
+from lit_mmdet.data.samplers import ResumableBatchSampler
 
 
 def test_loaders_are_mmdet_build_dataloader(tiny_cfg):
     data = MMDetDataModule(tiny_cfg, seed=3)
     data.setup('fit')
     train = data.train_dataloader()
-    assert isinstance(train.sampler, GroupSampler)  # aspect-ratio groups, as mmdet trains
-    assert train.batch_size == 2 and train.num_workers == 0
+    # aspect-ratio groups, as mmdet trains, batched by the resumable batch sampler
+    assert isinstance(train.batch_sampler, ResumableBatchSampler)
+    assert isinstance(train.batch_sampler.sampler, GroupSampler)
+    assert train.batch_sampler.batch_size == 2 and train.num_workers == 0
     val = data.val_dataloader()
     assert val.batch_size == 1 and val.sampler.__class__.__name__ == 'SequentialSampler'
 
@@ -101,15 +104,16 @@ def test_distributed_group_sampler_per_rank(tmp_path, shapes_dir, monkeypatch):
         dataset = data.train_dataset
         assert sorted(dataset.flag.tolist()) == [0, 0, 0, 1, 1, 1, 1, 1]
         loader = data.train_dataloader()
-        assert isinstance(loader.sampler, DistributedGroupSampler)
-        assert (loader.sampler.rank, loader.sampler.num_replicas, loader.sampler.seed) == (rank, 2, 5)
+        sampler = loader.batch_sampler.sampler
+        assert isinstance(sampler, DistributedGroupSampler)
+        assert (sampler.rank, sampler.num_replicas, sampler.seed) == (rank, 2, 5)
         assert loader.worker_init_fn.keywords == dict(num_workers=0, rank=rank, seed=5)  # mmdet's seeding
 
         # what the sampler itself yields for epochs 0 and 1 ...
         expected = {}
         for epoch in (0, 1):
-            loader.sampler.set_epoch(epoch)
-            order = [dataset.data_infos[i]['filename'] for i in loader.sampler]
+            sampler.set_epoch(epoch)
+            order = [dataset.data_infos[i]['filename'] for i in sampler]
             expected[epoch] = [order[k:k + 2] for k in range(0, len(order), 2)]
         assert expected[0] != expected[1]  # reshuffled per epoch with the seed
         # ... is what a Lightning fit on this rank's loader trains on
