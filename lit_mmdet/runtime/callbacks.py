@@ -19,13 +19,13 @@ log = logging.getLogger(__name__)
 
 
 class EvalImages(pl.Callback):
-    """After each evaluation, the first ``num_images`` validation images with their predictions.
+    """The first ``num_images`` validation images with their predictions, the same ones every time.
 
-    The same images every time, so a person can watch them improve: as PNG files (prediction
-    next to ground truth, overwritten each evaluation, so the folder holds the last one) and,
-    for every ``WandbLogger``, a ``val/predictions`` table of W&B images with predicted and
-    ground-truth boxes and masks (mmdet's ``MMDetWandbHook`` ``num_eval_images`` /
-    ``bbox_score_thr``).
+    After each evaluation, for every ``WandbLogger``: a ``val/predictions`` table of W&B images
+    with predicted and ground-truth boxes and masks (mmdet's ``MMDetWandbHook``
+    ``num_eval_images`` / ``bbox_score_thr``), so a person can watch them improve. When training
+    ends, the last evaluation's images as PNG files in ``out_dir``: prediction next to ground
+    truth, drawn by mmdet. Drawing PNGs once keeps matplotlib out of every evaluation.
 
     Args:
         num_images: How many validation images (the first ones of the dataset).
@@ -38,32 +38,48 @@ class EvalImages(pl.Callback):
         self.score_thr = score_thr
         self.out_dir = out_dir
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[tuple[list, list]]:
         results = getattr(pl_module, 'results', None)
         if trainer.sanity_checking or not trainer.is_global_zero or not results or self.num_images <= 0:
-            return
-        dataset = trainer.val_dataloaders.dataset
-        if len(results) != len(dataset):
-            return
+            return None
+        loader = trainer.val_dataloaders
+        dataset = getattr(loader, 'dataset', None)
+        if dataset is None or len(results) != len(dataset):
+            return None
+        from ..visualization import eval_samples
+        indices = range(min(self.num_images, len(dataset)))
+        return eval_samples(dataset, results, indices, self.score_thr), list(dataset.CLASSES)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not wandb_loggers and self.out_dir is None:
+        if not wandb_loggers:
             return
-        from ..visualization import eval_samples, save_png, wandb_images
-        classes = list(dataset.CLASSES)
-        samples = eval_samples(dataset, results, range(min(self.num_images, len(dataset))), self.score_thr)
-        if self.out_dir is not None:
-            for sample in samples:
-                save_png(sample, classes, self.out_dir)
-        if wandb_loggers:
-            rows = []
-            for sample in samples:
-                prediction, truth = wandb_images(sample, classes)
-                rows.append([sample.index, sample.file_name, len(sample.prediction['labels']),
-                             prediction, truth])
-            for logger in wandb_loggers:
-                logger.log_table('val/predictions', columns=['index', 'file_name', 'detections',
-                                                             'prediction', 'ground_truth'],
-                                 data=rows, step=trainer.global_step)
+        found = self._samples(trainer, pl_module)
+        if found is None:
+            return
+        from ..visualization import wandb_images
+        samples, classes = found
+        rows = []
+        for sample in samples:
+            prediction, truth = wandb_images(sample, classes)
+            rows.append([sample.index, sample.file_name, len(sample.prediction['labels']), prediction, truth])
+        for logger in wandb_loggers:
+            logger.log_table('val/predictions', columns=['index', 'file_name', 'detections', 'prediction',
+                                                         'ground_truth'], data=rows, step=trainer.global_step)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save_pngs(trainer, pl_module)
+
+    def _save_pngs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.out_dir is None:
+            return
+        found = self._samples(trainer, pl_module)
+        if found is None:
+            return
+        from ..visualization import save_png
+        samples, classes = found
+        for sample in samples:
+            save_png(sample, classes, self.out_dir)
 
 
 def _numpy_state(state: tuple) -> tuple:

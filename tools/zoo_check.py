@@ -1,0 +1,292 @@
+"""Walk mmdet's model zoo: does each family's base config train and evaluate, under mmdet and lit_mmdet?
+
+    .venv/bin/python tools/zoo_check.py [--families solo retinanet ...] [--timeout 300]
+                                        [--out zoo_check.json]
+
+For every model family in the installed mmdet's ``.mim/configs`` (one base config each: the
+``*_r50_fpn_1x_coco.py`` one when there is one, else the shortest name), on a tiny generated
+COCO-format dataset (``lit_mmdet.datasets.shapes``, 3 classes, ``--size`` px):
+
+* **mmdet**: ``build_detector`` + ``init_weights``, two ``train_step`` calls through
+  ``MMDataParallel`` with the config's optimizer, then ``single_gpu_test`` on one image;
+* **lit_mmdet**: ``LitDetector`` + ``MMDetDataModule`` + ``build_trainer`` (the ``train.py``
+  path): two iterations, one validation with ``dataset.evaluate``.
+
+The config is adapted the same way for both: no pretrained weights, every ``num_classes`` set
+to 3, the innermost dataset pointed at the shapes data (its own pipelines kept, image scales
+shrunk), batch 2, no workers. Each family runs in its own process with a timeout. The table
+says for each family whether it passes under mmdet and under lit_mmdet, and the first error
+line when not.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SKIP_DIRS = {'_base_', 'common', 'legacy_1.x'}
+CLASSES = ('circle', 'square', 'triangle')
+
+
+def zoo_dir() -> str:
+    import mmdet
+    return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
+
+
+def base_config(family_dir: str) -> Optional[str]:
+    """One representative config of a family."""
+    names = sorted(f for f in os.listdir(family_dir) if f.endswith('.py'))
+    if not names:
+        return None
+    preferred = [n for n in names if 'r50_fpn_1x_coco' in n] or [n for n in names if '_coco' in n] or names
+    return osp.join(family_dir, min(preferred, key=lambda n: (len(n), n)))
+
+
+# ------------------------------------------------------------------ config adaptation
+def _walk(node: Any, fn) -> Any:
+    if isinstance(node, dict):
+        node = fn(node)
+        for key in list(node):
+            node[key] = _walk(node[key], fn)
+    elif isinstance(node, list):
+        return [_walk(v, fn) for v in node]
+    return node
+
+
+def _no_pretrained_three_classes(node: dict) -> dict:
+    if 'num_classes' in node and isinstance(node['num_classes'], int):
+        node['num_classes'] = len(CLASSES)
+    init = node.get('init_cfg')
+    if isinstance(init, dict) and init.get('type') == 'Pretrained':
+        node['init_cfg'] = None
+    if node.get('pretrained') not in (None, False, True):
+        node['pretrained'] = None
+    return node
+
+
+def _shrink_scales(node: dict, size: int) -> dict:
+    kind = node.get('type')
+    if kind in ('Resize', 'MultiScaleFlipAug') and 'img_scale' in node:
+        node['img_scale'] = (size, size)
+    if kind in ('Resize',) and 'ratio_range' in node:
+        node.pop('ratio_range')
+    if kind == 'RandomCrop' and 'crop_size' in node:
+        node['crop_size'] = (size // 2, size // 2)
+    if kind == 'Pad' and 'size' in node:
+        node['size'] = (size, size)
+    if kind in ('Mosaic', 'RandomAffine', 'MixUp') and 'img_scale' in node:
+        node['img_scale'] = (size, size)
+    if kind == 'RandomAffine' and 'border' in node:
+        node['border'] = (-size // 2, -size // 2)
+    if kind == 'MixUp' and 'pad_val' in node:
+        pass
+    return node
+
+
+def _innermost(split_cfg: Any) -> Any:
+    while 'dataset' in split_cfg:
+        split_cfg = split_cfg['dataset']
+    return split_cfg
+
+
+def adapt(cfg: Any, data_dir: str, size: int, work_dir: str) -> Any:
+    from mmcv import Config
+    raw = cfg._cfg_dict.to_dict()
+    raw['model'] = _walk(raw['model'], _no_pretrained_three_classes)
+    raw['model'] = _walk(raw['model'], lambda n: n)  # copy
+    data = raw['data']
+    for split in ('train', 'val', 'test'):
+        split_cfg = data[split]
+        if isinstance(split_cfg, list):
+            split_cfg = data[split] = split_cfg[0]
+        inner = _innermost(split_cfg)
+        folder = 'train' if split == 'train' else 'val'
+        inner.update(type='CocoDataset', classes=CLASSES, ann_file=osp.join(data_dir, 'annotations',
+                     f'instances_{folder}.json'), img_prefix=osp.join(data_dir, folder) + '/')
+        for key in ('seg_prefix', 'proposal_file'):
+            inner.pop(key, None)
+        data[split] = _walk(split_cfg, lambda n: _shrink_scales(n, size))
+        if 'times' in data[split]:
+            data[split]['times'] = 1
+    data.update(samples_per_gpu=2, workers_per_gpu=0, persistent_workers=False)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if key in data:
+            data[key].update(workers_per_gpu=0)
+            data[key].pop('persistent_workers', None)
+            if key == 'train_dataloader':
+                data[key]['samples_per_gpu'] = 2
+    raw['runner'] = dict(type='IterBasedRunner', max_iters=2)
+    evaluation = dict(raw.get('evaluation') or {})
+    evaluation.update(interval=2, metric='bbox')
+    evaluation.pop('dynamic_intervals', None)
+    evaluation.pop('save_best', None)
+    raw['evaluation'] = evaluation
+    raw['checkpoint_config'] = dict(interval=-1)
+    raw['log_config'] = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+    raw['lr_config'] = dict(policy='fixed')
+    raw.pop('momentum_config', None)
+    raw.pop('load_from', None)
+    raw.pop('resume_from', None)
+    raw.pop('auto_scale_lr', None)
+    raw['work_dir'] = work_dir
+    raw['seed'] = 0
+    return Config(raw, filename=cfg.filename)
+
+
+# ------------------------------------------------------------------ one family (child process)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f'{type(exc).__name__}: {text[-1] if text else ""}'[:240]
+
+
+def run_mmdet(cfg: Any) -> None:
+    import copy
+
+    import torch
+    from mmcv.parallel import MMDataParallel
+    from mmcv.runner import build_optimizer
+    from mmdet.apis import single_gpu_test
+    from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
+    from mmdet.models import build_detector
+
+    cfg = copy.deepcopy(cfg)
+    torch.manual_seed(0)
+    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    model.init_weights()
+    dataset = build_dataset(cfg.data.train)
+    model.CLASSES = dataset.CLASSES
+    loader = build_dataloader(dataset, 2, 0, num_gpus=1, dist=False, seed=0)
+    model = MMDataParallel(model, device_ids=None)
+    optimizer = build_optimizer(model.module, cfg.optimizer)
+    model.train()
+    for i, batch in enumerate(loader):
+        outputs = model.train_step(batch, optimizer)
+        optimizer.zero_grad()
+        outputs['loss'].backward()
+        optimizer.step()
+        if i == 1:
+            break
+    val_cfg = copy.deepcopy(cfg.data.val)
+    val_cfg.pipeline = replace_ImageToTensor(val_cfg.pipeline)
+    val = build_dataset(val_cfg, dict(test_mode=True))
+    val_loader = build_dataloader(val, 1, 0, dist=False, shuffle=False)
+    model.eval()
+    single_gpu_test(model, val_loader)
+
+
+def run_lit(cfg: Any, work_dir: str) -> None:
+    import copy
+
+    import torch
+
+    from lit_mmdet import LitDetector, MMDetDataModule
+    from lit_mmdet.runtime import TrainerOptions, build_trainer
+
+    cfg = copy.deepcopy(cfg)
+    torch.manual_seed(0)
+    trainer = build_trainer(cfg, TrainerOptions(work_dir, accelerator='cpu', max_iters=2,
+                                                extra=dict(enable_progress_bar=False,
+                                                           enable_model_summary=False)))
+    model = LitDetector(cfg)
+    trainer.fit(model, datamodule=MMDetDataModule(model.cfg, seed=0))
+
+
+def check_one(config: str, data_dir: str, size: int) -> dict:
+    import logging
+
+    import lit_mmdet  # noqa: F401  (numpy aliases, TIMMBackbone)
+    from lit_mmdet import load_config
+    from mmcv.utils import get_logger
+    get_logger('mmcv', log_level=logging.WARNING)
+    result: dict[str, Any] = dict(config=osp.relpath(config, zoo_dir()))
+    work_dir = tempfile.mkdtemp(prefix='zoo_')
+    try:
+        cfg = adapt(load_config(config), data_dir, size, work_dir)
+    except Exception as exc:  # noqa: BLE001
+        return dict(result, mmdet=False, lit=False, reason=f'config: {_first_line(exc)}')
+    for name, fn in (('mmdet', lambda: run_mmdet(cfg)), ('lit', lambda: run_lit(cfg, work_dir))):
+        start = time.time()
+        try:
+            fn()
+            result[name] = True
+        except Exception as exc:  # noqa: BLE001
+            result[name] = False
+            result[f'{name}_reason'] = _first_line(exc)
+        result[f'{name}_s'] = round(time.time() - start, 1)
+    return result
+
+
+# ------------------------------------------------------------------ driver
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--families', nargs='+', help='only these (folder names under .mim/configs)')
+    parser.add_argument('--size', type=int, default=128, help='image side of the generated data')
+    parser.add_argument('--timeout', type=int, default=300, help='seconds per family')
+    parser.add_argument('--out', help='write the results as JSON here too')
+    parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'DATA_DIR'), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print('ZOO_RESULT ' + json.dumps(check_one(args.one[0], args.one[1], args.size)), flush=True)
+        return 0
+
+    import lit_mmdet  # noqa: F401
+    from lit_mmdet.datasets.shapes import generate
+    root = zoo_dir()
+    families = args.families or sorted(d for d in os.listdir(root)
+                                       if osp.isdir(osp.join(root, d)) and d not in SKIP_DIRS)
+    data_dir = tempfile.mkdtemp(prefix='zoo_data_')
+    generate(data_dir, num_train=4, num_val=2, seed=0, size=args.size, max_objects=3)
+    rows = []
+    for family in families:
+        config = base_config(osp.join(root, family))
+        if config is None:
+            rows.append(dict(family=family, mmdet=False, lit=False, reason='no config'))
+            continue
+        start = time.time()
+        try:
+            proc = subprocess.run([sys.executable, osp.abspath(__file__), '--size', str(args.size), '--one',
+                                   config, data_dir], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=args.timeout, env=dict(os.environ, PYTHONPATH=ROOT))
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('ZOO_RESULT ')), None)
+            if line is None:
+                tail = (proc.stderr.strip().splitlines() or ['no output'])[-1][:240]
+                row = dict(mmdet=False, lit=False, reason=f'crashed: {tail}')
+            else:
+                row = json.loads(line[len('ZOO_RESULT '):])
+        except subprocess.TimeoutExpired:
+            row = dict(mmdet=False, lit=False, reason=f'timeout after {args.timeout} s')
+        row.update(family=family, seconds=round(time.time() - start, 1))
+        rows.append(row)
+        print(_row_text(row), flush=True)
+    _print_table(rows)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+def _row_text(row: dict) -> str:
+    mark = {True: 'pass', False: 'FAIL'}
+    reason = row.get('reason') or row.get('lit_reason') or row.get('mmdet_reason') or ''
+    return (f"{row['family']:<22} mmdet {mark[bool(row.get('mmdet'))]:<4}  lit_mmdet "
+            f"{mark[bool(row.get('lit'))]:<4}  {reason}")
+
+
+def _print_table(rows: list[dict]) -> None:
+    both = sum(1 for r in rows if r.get('mmdet') and r.get('lit'))
+    mmdet_ok = sum(1 for r in rows if r.get('mmdet'))
+    lit_ok = sum(1 for r in rows if r.get('lit'))
+    lit_only_fail = [r['family'] for r in rows if r.get('mmdet') and not r.get('lit')]
+    print(f'\n{len(rows)} families: mmdet passes {mmdet_ok}, lit_mmdet passes {lit_ok}, both {both}; '
+          f'pass under mmdet but not lit_mmdet: {lit_only_fail or "none"}')
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
