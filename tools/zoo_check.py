@@ -8,7 +8,8 @@ For every model family in the installed mmdet's ``.mim/configs`` (one base confi
 COCO-format dataset (``lit_mmdet.datasets.shapes``, 3 classes, ``--size`` px):
 
 * **mmdet**: ``build_detector`` + ``init_weights``, two ``train_step`` calls through
-  ``MMDataParallel`` with the config's optimizer, then ``single_gpu_test`` on one image;
+  ``MMDataParallel`` with the config's optimizer, then ``single_gpu_test`` and
+  ``dataset.evaluate`` (the config's metric) on the validation images;
 * **lit_mmdet**: ``LitDetector`` + ``MMDetDataModule`` + ``build_trainer`` (the ``train.py``
   path): two iterations, one validation with ``dataset.evaluate``.
 
@@ -124,7 +125,8 @@ def adapt(cfg: Any, data_dir: str, size: int, work_dir: str) -> Any:
                 data[key]['samples_per_gpu'] = 2
     raw['runner'] = dict(type='IterBasedRunner', max_iters=2)
     evaluation = dict(raw.get('evaluation') or {})
-    evaluation.update(interval=2, metric='bbox')
+    evaluation['interval'] = 2
+    evaluation.setdefault('metric', 'bbox')
     evaluation.pop('dynamic_intervals', None)
     evaluation.pop('save_best', None)
     raw['evaluation'] = evaluation
@@ -156,6 +158,8 @@ def run_mmdet(cfg: Any) -> None:
     from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
     from mmdet.models import build_detector
 
+    from lit_mmdet.evaluation import EVAL_HOOK_KEYS
+
     cfg = copy.deepcopy(cfg)
     torch.manual_seed(0)
     model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
@@ -178,7 +182,9 @@ def run_mmdet(cfg: Any) -> None:
     val = build_dataset(val_cfg, dict(test_mode=True))
     val_loader = build_dataloader(val, 1, 0, dist=False, shuffle=False)
     model.eval()
-    single_gpu_test(model, val_loader)
+    results = single_gpu_test(model, val_loader)
+    eval_kwargs = {k: v for k, v in cfg.get('evaluation', {}).items() if k not in EVAL_HOOK_KEYS}
+    val.evaluate(results, **eval_kwargs)  # as mmdet's EvalHook
 
 
 def run_lit(cfg: Any, work_dir: str) -> None:
@@ -256,8 +262,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                                   timeout=args.timeout, env=dict(os.environ, PYTHONPATH=ROOT))
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('ZOO_RESULT ')), None)
             if line is None:
-                tail = (proc.stderr.strip().splitlines() or ['no output'])[-1][:240]
-                row = dict(mmdet=False, lit=False, reason=f'crashed: {tail}')
+                errors = [ln for ln in proc.stderr.splitlines()
+                          if ln.strip() and ('Error' in ln or 'error' in ln or 'Killed' in ln)]
+                tail = errors[-1].strip()[:240] if errors else f'exit code {proc.returncode}'
+                row = dict(mmdet=False, lit=False, reason=f'crashed ({proc.returncode}): {tail}')
             else:
                 row = json.loads(line[len('ZOO_RESULT '):])
         except subprocess.TimeoutExpired:

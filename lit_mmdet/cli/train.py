@@ -50,12 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
-    """``--resume`` -> a checkpoint path (``'auto'``: the newest ``last*.ckpt``, else None)."""
+    """``--resume`` -> a checkpoint path (``'auto'``: the newest checkpoint of the work dir, else None).
+
+    Every checkpoint holds the whole training state; ``last.ckpt`` is normally the newest, but a
+    run killed between writing ``epoch=N-...ckpt`` and ``last.ckpt`` resumes from the former.
+    """
     if not resume:
         return None
     if resume == 'auto':
-        candidates = glob.glob(osp.join(work_dir, 'checkpoints', 'last*.ckpt'))
-        return max(candidates, key=osp.getmtime) if candidates else None
+        candidates = glob.glob(osp.join(work_dir, 'checkpoints', '*.ckpt'))  # not the hidden temporaries
+        return max(candidates, key=lambda p: (osp.getmtime(p), osp.basename(p).startswith('last'))) \
+            if candidates else None
     if not osp.isfile(resume):
         raise ConfigError(f"--resume '{resume}' not found; give a .ckpt file or 'auto'")
     return resume

@@ -147,6 +147,7 @@ def load_detector(config: Optional[ConfigLike], checkpoint: str,
     if checkpoint.endswith('.ckpt'):
         stored = read_checkpoint(checkpoint, trust)
         module = LitDetector(config or stored['hyper_parameters']['config'], cfg_options)
+        module.on_load_checkpoint(stored)  # drops EMA copies, as for load_from_checkpoint
         module.load_state_dict(stored['state_dict'])
         return module
     if config is None:

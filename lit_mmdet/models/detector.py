@@ -27,6 +27,7 @@ from ..config import ConfigLike, load_config, to_container
 from ..data.batch import unwrap_batch
 from ..errors import TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
+from ..runtime.hooks import MMCVHooks, build_runner_hooks
 from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks
 from .builder import build_model, check_num_classes
 from .inference import collect_images, format_result
@@ -132,10 +133,22 @@ class LitDetector(pl.LightningModule):
             raise unknown_type_error(exc, 'optimizer') or exc from None
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The config's LR/momentum schedule, whatever Trainer this module is given."""
+        """The config's LR/momentum schedule and runner hooks, whatever Trainer this module is given."""
         hooks = build_schedule_hooks(self.cfg.get('lr_config'), self.cfg.get('momentum_config'))
         by_epoch = self.cfg.get('runner', {}).get('type', 'EpochBasedRunner') != 'IterBasedRunner'
-        return [MMCVScheduleCallback(hooks, by_epoch_runner=by_epoch)] if hooks else []
+        callbacks: list[pl.Callback] = [MMCVScheduleCallback(hooks, by_epoch_runner=by_epoch)] if hooks else []
+        runner_hooks = build_runner_hooks(self.cfg.get('custom_hooks'))
+        if runner_hooks:  # EMA, YOLOX mode switch, SyncNorm, ...
+            callbacks.append(MMCVHooks(runner_hooks, by_epoch_runner=by_epoch))
+        return callbacks
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """EMA copies (``model.ema_*`` buffers) load only into a model that trains with them;
+        for evaluation the checkpoint's weights are what mmdet evaluates (EMA after an epoch)."""
+        own = set(self.state_dict())
+        state = checkpoint.get('state_dict', {})
+        for key in [k for k in state if k.startswith('model.ema_') and k not in own]:
+            del state[key]
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
                                     gradient_clip_val: Optional[float] = None,

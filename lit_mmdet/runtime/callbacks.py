@@ -9,6 +9,7 @@ from typing import Any, Optional
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -101,7 +102,7 @@ def _batch_sampler(trainer: pl.Trainer) -> Any:
     return sampler if isinstance(sampler, ResumableBatchSampler) else None
 
 
-class ResumeState(pl.Callback):
+class ResumeState(Checkpoint):
     """What a checkpoint needs beyond Lightning's own state to resume exactly, and SIGTERM.
 
     Checkpoints carry the host RNG states (torch, numpy, Python) and, when saved inside an
@@ -110,6 +111,10 @@ class ResumeState(pl.Callback):
 
     On SIGTERM (preemption) the current step finishes, ``last_path`` is written and the run
     stops cleanly (Lightning's ``SIGTERMException``, exit code 0); ``--resume auto`` continues.
+
+    A ``Checkpoint`` callback, so Lightning runs it after the model's own callbacks (the EMA
+    update of the step is in the checkpoint); ``build_trainer`` lists it after the
+    ``ModelCheckpoint`` callbacks, which stay ``trainer.checkpoint_callback``.
 
     Args:
         last_path: Where the SIGTERM checkpoint goes (``<work_dir>/checkpoints/last.ckpt``).

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from ..errors import ConfigError
 from .callbacks import EvalImages, ResumeState, SkippedImagesLog
 from .checkpoint_io import AtomicCheckpointIO
+from .hooks import RUNNER_HOOKS
 from .loggers import WandbOptions, build_loggers, wandb_settings
 
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
@@ -151,8 +152,8 @@ def _best_checkpoint_callback(cfg: Config, work_dir: str) -> Optional[ModelCheck
 
 
 #: ``custom_hooks`` lit_mmdet carries out (NumClassCheckHook: ``LitDetector.on_train_start``;
-#: CheckInvalidLossHook: every step, ``LitDetector.training_step``).
-SUPPORTED_CUSTOM_HOOKS = frozenset({'NumClassCheckHook', 'CheckInvalidLossHook'})
+#: CheckInvalidLossHook: every step, ``LitDetector.training_step``; EMA, YOLOX mode switch, ...: ``runtime/hooks.py``).
+SUPPORTED_CUSTOM_HOOKS = frozenset({'NumClassCheckHook', 'CheckInvalidLossHook'}) | RUNNER_HOOKS
 
 
 def check_hooks(cfg: Config) -> None:
@@ -200,7 +201,7 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     return pl.Trainer(
         default_root_dir=opts.work_dir,
         logger=build_loggers(cfg, opts.work_dir, opts.wandb),
-        callbacks=[c for c in checkpoints if c is not None] + [images, SkippedImagesLog(), resume]
+        callbacks=[c for c in checkpoints if c is not None] + [resume, images, SkippedImagesLog()]
         + list(callbacks or []),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=log_interval,

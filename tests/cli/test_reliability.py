@@ -21,6 +21,9 @@ RESUME_CONFIG = f'''
 _base_ = '{SHAPES_CONFIG}'
 checkpoint_config = dict(interval=1)
 evaluation = dict(interval=100)
+# EMA weights are part of what a resume must restore
+custom_hooks = [dict(type='NumClassCheckHook'),
+                dict(type='ExpMomentumEMAHook', momentum=0.01, total_iter=20, priority=49)]
 '''
 EPOCHS = 3  # 4 steps each (8 images, batch 2)
 
@@ -108,9 +111,15 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(uninterrupted, confi
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    assert _weights(tmp_path)['global_step'] < 4 * EPOCHS  # it really was cut short
+    newest = max(glob.glob(str(tmp_path / 'checkpoints' / '*.ckpt')), key=osp.getmtime)
+    assert torch.load(newest, weights_only=True)['global_step'] < 4 * EPOCHS  # it really was cut short
     _run(_args(config, tmp_path, shapes_dir, '--resume', 'auto'))
     _same_run(tmp_path, uninterrupted)
+    assert any(k.startswith('model.ema_') for k in _weights(tmp_path)['state_dict'])
+    # for evaluation the EMA copies are dropped: the epoch's weights are the EMA ones already
+    from lit_mmdet.models.checkpoint import load_detector
+    model = load_detector(None, str(tmp_path / 'checkpoints' / 'last.ckpt'))
+    assert not any(k.startswith('model.ema_') for k in model.state_dict())
 
 
 @pytest.mark.slow
@@ -160,10 +169,10 @@ def test_kill_during_a_checkpoint_save_keeps_the_previous_one(config, shapes_dir
     # ... and every checkpoint file is whole: epoch 0's, written by the first save
     assert sorted(os.listdir(folder)) == sorted(['epoch=0-step=4.ckpt', osp.basename(partial[0])])
     assert torch.load(str(folder / 'epoch=0-step=4.ckpt'), weights_only=True)['global_step'] == 4
-    # a resumed run clears the temporary file and continues from the whole checkpoint
-    shutil.copy(folder / 'epoch=0-step=4.ckpt', folder / 'last.ckpt')
+    # --resume auto clears the temporary file and continues from the newest whole checkpoint
     out = _run(_args(config, tmp_path / 'work', shapes_dir, '--resume', 'auto'))
     assert 'a checkpoint save that was killed' in out and not glob.glob(str(folder / '.*.tmp-*'))
+    assert _weights(tmp_path / 'work')['global_step'] == 4 * EPOCHS
 
 
 @pytest.mark.slow

@@ -75,6 +75,9 @@ def test_unsupported_custom_hook_is_an_error_naming_it(tiny_cfg):
 
     check_hooks(tiny_cfg)  # the config's NumClassCheckHook is supported
     assert [h['type'] for h in tiny_cfg.custom_hooks] == ['NumClassCheckHook']
-    tiny_cfg.custom_hooks = [dict(type='NumClassCheckHook'), dict(type='ExpMomentumEMAHook')]
-    with pytest.raises(ConfigError, match="custom_hooks: 'ExpMomentumEMAHook' is not supported"):
+    tiny_cfg.custom_hooks = [dict(type='NumClassCheckHook'), dict(type='ExpMomentumEMAHook'),
+                             dict(type='YOLOXModeSwitchHook'), dict(type='CheckInvalidLossHook')]
+    check_hooks(tiny_cfg)  # carried out (runtime/hooks.py, LitDetector.training_step)
+    tiny_cfg.custom_hooks = [dict(type='NumClassCheckHook'), dict(type='MyProjectHook')]
+    with pytest.raises(ConfigError, match="custom_hooks: 'MyProjectHook' is not supported"):
         check_hooks(tiny_cfg)
