@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 from mmcv.runner import HOOKS, Hook
 
 from ..errors import ConfigError
-from .schedules import _RunnerView
+from .schedules import _RunnerView, iteration_based
 
 __all__ = ['RUNNER_HOOKS', 'MMCVHooks', 'build_runner_hooks']
 
@@ -116,6 +116,8 @@ class MMCVHooks(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == 'fit' and not self._ran:
             self._ran = True
+            if iteration_based(trainer):  # the Trainer's length wins over the module's config
+                self.by_epoch_runner = False
             for hook in self.hooks:
                 hook.before_run(_ModelOnly(pl_module.model))
 

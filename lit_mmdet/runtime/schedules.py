@@ -18,7 +18,7 @@ from mmcv.runner import HOOKS, Hook
 
 from ..errors import ConfigError
 
-__all__ = ['build_schedule_hooks', 'MMCVScheduleCallback']
+__all__ = ['build_schedule_hooks', 'iteration_based', 'MMCVScheduleCallback']
 
 
 def _build_updater(config: Optional[Mapping[str, Any]], suffix: str, key: str) -> Optional[Hook]:
@@ -45,6 +45,11 @@ def build_schedule_hooks(lr_config: Optional[Mapping[str, Any]],
     hooks = [_build_updater(lr_config, 'LrUpdaterHook', 'lr_config'),
              _build_updater(momentum_config, 'MomentumUpdaterHook', 'momentum_config')]
     return [h for h in hooks if h is not None]
+
+
+def iteration_based(trainer: pl.Trainer) -> bool:
+    """Whether the Trainer runs as mmcv's IterBasedRunner (``max_steps`` and no epoch limit)."""
+    return trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
 
 
 class _EpochLength:
@@ -121,6 +126,8 @@ class MMCVScheduleCallback(pl.Callback):
         self._runner: Optional[_RunnerView] = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if iteration_based(trainer):  # the Trainer's length wins (--max-iters after the module was built)
+            self.by_epoch_runner = False
         self._runner = _RunnerView(trainer, self.by_epoch_runner)
         for hook in self.hooks:
             hook.before_run(self._runner)

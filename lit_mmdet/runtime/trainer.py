@@ -166,6 +166,23 @@ def check_hooks(cfg: Config) -> None:
                               f"without it")
 
 
+#: ``optimizer_config.type`` values and what lit_mmdet does with them.
+_OPTIMIZER_HOOKS = {'OptimizerHook': 'fp32', 'Fp16OptimizerHook': 'fp16'}
+
+
+def _wants_fp16(cfg: Config) -> bool:
+    """``fp16=dict(...)`` or ``optimizer_config.type='Fp16OptimizerHook'`` (mmcv's mixed precision);
+    any other optimizer hook (gradient accumulation) is an error rather than silently dropped."""
+    optimizer_config = dict(cfg.get('optimizer_config') or {})
+    kind = optimizer_config.get('type', 'OptimizerHook')
+    if kind not in _OPTIMIZER_HOOKS or int(optimizer_config.get('cumulative_iters', 1)) > 1:
+        raise ConfigError(f"optimizer_config: type='{kind}' (cumulative_iters="
+                          f"{optimizer_config.get('cumulative_iters', 1)}) is not supported by lit_mmdet yet: "
+                          f"gradient accumulation is not ported; remove it (e.g. raise data.samples_per_gpu "
+                          f"or use more devices) or keep training this config with mmdet's tools/train.py")
+    return bool(cfg.get('fp16')) or _OPTIMIZER_HOOKS[kind] == 'fp16'
+
+
 def build_trainer(cfg: Config, opts: TrainerOptions,
                   callbacks: Optional[list[pl.Callback]] = None) -> pl.Trainer:
     """A Trainer that runs the config as mmdet's runner would.
@@ -188,7 +205,7 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
         else dict(check_val_every_n_epoch=None, val_check_interval=interval)
     if not has_val:
         cadence = dict(limit_val_batches=0)
-    precision = opts.precision or ('16-mixed' if cfg.get('fp16') else '32-true')
+    precision = opts.precision or ('16-mixed' if _wants_fp16(cfg) else '32-true')
     if str(precision) not in PRECISIONS:
         raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))

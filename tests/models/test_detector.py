@@ -124,3 +124,43 @@ def test_auto_scale_lr_matches_mmdet(tiny_cfg, world_size):
     reference.gpu_ids = list(range(world_size))
     auto_scale_lr(reference, distributed=False, logger=logging.getLogger('test'))
     assert scaled_lr(tiny_cfg, world_size) == pytest.approx(reference.optimizer.lr)
+
+
+def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_path):
+    """Two iterations under Lightning == mmcv's IterBasedRunner with the config's OptimizerHook
+    (grad clip) and LR hook (warmup + cosine), same weights and batches: the same weights after.
+    The module is built before the Trainer shortens the run to 2 iterations: the schedule must
+    follow the Trainer's length."""
+    import time
+
+    from mmcv.parallel import MMDataParallel
+    from mmcv.runner import IterBasedRunner
+
+    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    tiny_cfg.optimizer_config.grad_clip = dict(max_norm=0.5, norm_type=2)  # clipping really happens
+    tiny_cfg.evaluation.interval = 100
+    lit = lifted_detector(tiny_cfg)
+    reference = copy.deepcopy(lit.model)
+    initial = {k: v.clone() for k, v in lit.model.state_dict().items()}
+
+    data = MMDetDataModule(tiny_cfg, seed=0)
+    data.setup('fit')
+    runner = IterBasedRunner(model=MMDataParallel(reference), optimizer=build_optimizer(reference, tiny_cfg.optimizer),
+                             work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), max_iters=2)
+    runner.register_training_hooks(lr_config=copy.deepcopy(tiny_cfg.lr_config),
+                                   optimizer_config=copy.deepcopy(tiny_cfg.optimizer_config))
+    np.random.seed(0)
+    sleep, time.sleep = time.sleep, lambda s: None
+    try:
+        runner.run([data.train_dataloader()], [('train', 1)])
+    finally:
+        time.sleep = sleep
+
+    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2,
+                                                     extra=dict(enable_progress_bar=False)))
+    np.random.seed(0)
+    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    theirs = dict(reference.named_parameters())
+    for name, param in lit.model.named_parameters():
+        torch.testing.assert_close(param, theirs[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert any(not torch.equal(p, initial[n]) for n, p in lit.model.named_parameters())  # it trained
