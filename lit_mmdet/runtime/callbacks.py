@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 import warnings
 from typing import Any, Optional
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.distributed as dist
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
@@ -126,6 +129,7 @@ class ResumeState(Checkpoint):
         self._loaded: Optional[dict] = None
         self._torch_at_batch: Optional[torch.Tensor] = None
         self.preempted_at: Optional[int] = None
+        self._sigterm = False
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -133,6 +137,8 @@ class ResumeState(Checkpoint):
         warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch")
 
     def state_dict(self) -> dict:
+        """Every rank's state (each has its own data share and RNG): Lightning builds the
+        checkpoint on every rank, rank 0 writes it."""
         trainer = self._trainer
         state: dict[str, Any] = dict(torch=torch.get_rng_state(), numpy=_numpy_state(np.random.get_state()),
                                      python=random.getstate())
@@ -143,17 +149,36 @@ class ResumeState(Checkpoint):
                 position = sampler.state_at(done)
                 position['numpy'] = _numpy_state(position['numpy'])
                 state['sampler'] = position
-        return state
+        ranks = [state]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            ranks = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, state)
+        return dict(ranks=ranks)
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._loaded = state_dict
 
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._sigterm = True
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning's own SIGTERM handler broadcasts inside the signal handler, which deadlocks
+        # DDP when ranks are in other collectives; this one only sets a flag, and the ranks agree
+        # at the end of the step (on_train_batch_end), whoever got the signal
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
         # after Lightning restored the loops and created the loader's iterator, before the first
         # batch is drawn (a run restarted inside an epoch gets no on_train_epoch_start)
-        state, self._loaded = self._loaded, None
-        if state is None:
+        loaded, self._loaded = self._loaded, None
+        if loaded is None:
             return
+        ranks = loaded.get('ranks', [loaded])
+        if len(ranks) != trainer.world_size:
+            log.warning('resuming on %d processes from a checkpoint of %d: data order and RNG states '
+                        'start afresh (weights, optimizer and schedule are restored)', trainer.world_size,
+                        len(ranks))
+            return
+        state = ranks[trainer.global_rank]
         sampler = _batch_sampler(trainer)
         if 'sampler' in state and sampler is not None:
             # sets numpy/Python RNG before the first batch loads
@@ -176,7 +201,8 @@ class ResumeState(Checkpoint):
                            batch: Any, batch_idx: int) -> None:
         # every rank must agree before the (collective) save; mmdet's train_step already syncs
         # each step under DDP (_parse_losses all-reduces the log values), so this adds no stall
-        stop = trainer.strategy.reduce_boolean_decision(bool(trainer.received_sigterm), all=False)
+        got = self._sigterm or bool(trainer.received_sigterm)
+        stop = trainer.strategy.reduce_boolean_decision(got, all=False)
         if not stop:
             return
         # saved where Lightning's own step checkpoints are saved, so the loops resume inside the epoch

@@ -122,9 +122,9 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(uninterrupted, confi
     assert not any(k.startswith('model.ema_') for k in model.state_dict())
 
 
-@pytest.mark.slow
-def test_sigterm_saves_inside_the_epoch_and_resume_is_exact(uninterrupted, config, shapes_dir, tmp_path):
-    paced = tmp_path / 'paced.py'  # the same run, with images counted as they load (no data change)
+def _paced_config(tmp_path):
+    """The resume config with images counted as they load (no change to the data)."""
+    paced = tmp_path / 'paced.py'
     paced.write_text(RESUME_CONFIG + f'''
 custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.pace'], allow_failed_imports=False)
 data = dict(train=dict(pipeline=[
@@ -138,7 +138,12 @@ data = dict(train=dict(pipeline=[
     dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels', 'gt_masks']),
     dict(type='Pace', folder='{tmp_path / "loaded"}', delay=0.1)]))
 ''')
-    proc = _popen(_args(paced, tmp_path, shapes_dir))
+    return paced
+
+
+@pytest.mark.slow
+def test_sigterm_saves_inside_the_epoch_and_resume_is_exact(uninterrupted, config, shapes_dir, tmp_path):
+    proc = _popen(_args(_paced_config(tmp_path), tmp_path, shapes_dir))
     _wait_for(tmp_path / 'loaded' / '12', proc)  # batch 5 loaded: training is in epoch 1, step 4 or 5
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -150,6 +155,25 @@ data = dict(train=dict(pipeline=[
     assert sorted(_losses(tmp_path)) == list(range(stopped_at))  # every finished step was logged
     _run(_args(config, tmp_path, shapes_dir, '--resume', 'auto'))
     _same_run(tmp_path, uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigterm_under_ddp_stops_every_rank_and_resume_is_exact(config, shapes_dir, tmp_path):
+    """2 processes (gloo), SIGTERM to the launching process only: the ranks agree on the step,
+    save once and exit; the resumed 2-process run ends where an uninterrupted one does."""
+    options = tiny_options(shapes_dir, **{'data.samples_per_gpu': 1})
+    ddp = ('--accelerator', 'cpu', '--devices', '2')
+    _run(_args(config, tmp_path / 'whole', shapes_dir, *ddp, options=options))
+    work = tmp_path / 'cut'
+    proc = _popen(_args(_paced_config(tmp_path), work, shapes_dir, *ddp, options=options))
+    _wait_for(tmp_path / 'loaded' / '7', proc)  # rank 0 is in epoch 1 (4 images per rank and epoch)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)  # no rank left waiting in a collective
+    assert proc.returncode == 0, err[-3000:]
+    assert 'stopped by SIGTERM after iteration' in out
+    assert 4 < _weights(work)['global_step'] < 4 * EPOCHS
+    _run(_args(config, work, shapes_dir, *ddp, '--resume', 'auto', options=options))
+    _same_run(work, tmp_path / 'whole')
 
 
 @pytest.mark.slow
