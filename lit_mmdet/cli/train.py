@@ -6,6 +6,7 @@ import glob
 import os
 import os.path as osp
 import random
+import sys
 from typing import Optional, Sequence
 
 from .. import _compat  # noqa: F401
@@ -76,6 +77,18 @@ def _seed(args: argparse.Namespace, cfg) -> int:
     return int(os.environ.get('PL_GLOBAL_SEED', random.randint(0, 2**31 - 1)))
 
 
+def _plots(metrics_csv: str, out_dir: str) -> list:
+    """The PNG curves; a drawing error is a warning, never a failed run."""
+    from ..plots import write_plots
+    if not osp.isfile(metrics_csv):
+        return []
+    try:
+        return write_plots(metrics_csv, out_dir)
+    except Exception as exc:  # noqa: BLE001 - matplotlib errors
+        print(f'warning: could not draw the plots ({type(exc).__name__}: {exc})', file=sys.stderr)
+        return []
+
+
 def run(args: argparse.Namespace) -> int:
     import pytorch_lightning as pl
     from mmdet.apis import set_random_seed
@@ -83,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..data import MMDetDataModule
     from ..models import LitDetector
-    from ..plots import write_plots
     from ..runtime import TrainerOptions, build_trainer
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -137,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         if val:
             print('final validation: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(val.items())))
         metrics_csv = osp.join(trainer.logger.log_dir, 'metrics.csv')
-        plots = write_plots(metrics_csv, osp.join(work_dir, 'plots')) if osp.isfile(metrics_csv) else []
+        plots = _plots(metrics_csv, osp.join(work_dir, 'plots'))
         finish_wandb(trainer.loggers, plots)
         print(f'work dir: {work_dir}  (metrics: {metrics_csv}, plots: {len(plots)} in '
               f'{osp.join(work_dir, "plots")}, checkpoints: {osp.join(work_dir, "checkpoints")})')

@@ -83,7 +83,10 @@ class EvalImages(pl.Callback):
         from ..visualization import save_png
         samples, classes = found
         for sample in samples:
-            save_png(sample, classes, self.out_dir)
+            try:  # a picture must never end a training run
+                save_png(sample, classes, self.out_dir)
+            except Exception as exc:  # noqa: BLE001 - matplotlib/freetype drawing errors
+                log.warning('could not draw %s: %s: %s', sample.file_name, type(exc).__name__, exc)
 
 
 def _numpy_state(state: tuple) -> tuple:

@@ -206,3 +206,20 @@ def test_plots_from_metrics_csv(tmp_path):
     written = write_plots(str(path), str(tmp_path / 'plots'))
     assert [osp.basename(p) for p in written] == ['loss.png', 'lr.png', 'val.png']
     assert all(_valid_png(p) for p in written)
+
+
+def test_a_drawing_error_is_a_warning_not_a_failed_run(monkeypatch, caplog, tmp_path):
+    """matplotlib/freetype can fail on odd boxes (YOLOX in tools/zoo_check.py did): warn, go on."""
+    from types import SimpleNamespace
+
+    from lit_mmdet import visualization
+    from lit_mmdet.runtime.callbacks import EvalImages
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('FT_Render_Glyph failed with error 0x62: raster overflow')
+    monkeypatch.setattr(visualization, 'save_png', broken)
+    images = EvalImages(2, out_dir=str(tmp_path))
+    monkeypatch.setattr(images, '_samples', lambda trainer, module: ([SimpleNamespace(file_name='a.png')], ['c']))
+    with caplog.at_level(logging.WARNING):
+        images.on_train_end(None, None)
+    assert 'could not draw a.png: RuntimeError: FT_Render_Glyph' in caplog.text
