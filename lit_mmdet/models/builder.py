@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from mmcv import Config, ConfigDict
@@ -60,6 +60,17 @@ def _backbone_name(backbone_cfg: ConfigDict) -> str:
     return f"{backbone_cfg.get('type')}({name})" if name else str(backbone_cfg.get('type'))
 
 
+def _takes_in_channels(neck_type: Any) -> bool:
+    """Whether the neck class has an ``in_channels`` argument (unknown types: assume it does)."""
+    import inspect
+
+    from mmdet.models.builder import NECKS
+    cls = neck_type if inspect.isclass(neck_type) else NECKS.get(str(neck_type))
+    if cls is None:
+        return True
+    return 'in_channels' in inspect.signature(cls.__init__).parameters
+
+
 def fill_neck_in_channels(model_cfg: ConfigDict) -> None:
     """Set ``neck.in_channels`` from the backbone when it is missing or ``'auto'``, in place.
 
@@ -73,6 +84,8 @@ def fill_neck_in_channels(model_cfg: ConfigDict) -> None:
     if not neck or 'backbone' not in model_cfg:
         return
     first = neck[0] if isinstance(neck, (list, tuple)) else neck
+    if 'in_channels' not in first and not _takes_in_channels(first.get('type')):
+        return  # e.g. CenterNet's CTResNetNeck(in_channel=...): not ours to fill
     wanted = first.get('in_channels', 'auto')
     backbone_cfg = model_cfg.backbone
     if wanted == 'auto':

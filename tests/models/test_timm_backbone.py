@@ -66,3 +66,19 @@ def test_wrong_explicit_in_channels_states_real_channels():
     message = str(err.value)
     assert '[64, 128, 256, 512]' in message and 'model.neck.in_channels' in message
     assert "'auto'" in message
+
+
+def test_necks_without_in_channels_are_left_alone():
+    """CenterNet's CTResNetNeck takes ``in_channel``: filling ``in_channels`` would break it
+    (found by tools/zoo_check.py)."""
+    from mmcv import ConfigDict
+
+    from lit_mmdet.models.builder import fill_neck_in_channels
+    cfg = ConfigDict(backbone=dict(type='ResNet', depth=18),
+                     neck=dict(type='CTResNetNeck', in_channel=512, num_deconv_filters=(256, 128, 64),
+                               num_deconv_kernels=(4, 4, 4)))
+    fill_neck_in_channels(cfg)
+    assert 'in_channels' not in cfg.neck
+    cfg.neck = ConfigDict(type='FPN', out_channels=64, num_outs=4)  # FPN without in_channels: filled
+    fill_neck_in_channels(cfg)
+    assert cfg.neck.in_channels == [64, 128, 256, 512]
