@@ -228,7 +228,9 @@ def _copy_data(shapes_dir, tmp_path):
 
 
 def _train_in_process(capsys, data, work, *extra, **overrides):
-    code = train_main(['--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-iters', '3', *extra,
+    # one whole epoch: every image is loaded, whatever order the sampler draws
+    code = train_main(['--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-epochs', '1', '--seed', '0',
+                       *extra,
                        '--cfg-options', *cli_options(tiny_options(str(data), **overrides))])
     return code, capsys.readouterr().err
 
