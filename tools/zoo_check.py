@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -204,7 +205,7 @@ def run_lit(cfg: Any, work_dir: str) -> None:
     trainer.fit(model, datamodule=MMDetDataModule(model.cfg, seed=0))
 
 
-def check_one(config: str, data_dir: str, size: int) -> dict:
+def check_one(config: str, data_dir: str, size: int, work_dir: str) -> dict:
     import logging
 
     import lit_mmdet  # noqa: F401  (numpy aliases, TIMMBackbone)
@@ -212,7 +213,6 @@ def check_one(config: str, data_dir: str, size: int) -> dict:
     from mmcv.utils import get_logger
     get_logger('mmcv', log_level=logging.WARNING)
     result: dict[str, Any] = dict(config=osp.relpath(config, zoo_dir()))
-    work_dir = tempfile.mkdtemp(prefix='zoo_')
     try:
         cfg = adapt(load_config(config), data_dir, size, work_dir)
     except Exception as exc:  # noqa: BLE001
@@ -236,48 +236,64 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--size', type=int, default=128, help='image side of the generated data')
     parser.add_argument('--timeout', type=int, default=300, help='seconds per family')
     parser.add_argument('--out', help='write the results as JSON here too')
-    parser.add_argument('--one', nargs=2, metavar=('CONFIG', 'DATA_DIR'), help=argparse.SUPPRESS)
+    parser.add_argument('--one', nargs=3, metavar=('CONFIG', 'DATA_DIR', 'WORK_DIR'),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print('ZOO_RESULT ' + json.dumps(check_one(args.one[0], args.one[1], args.size)), flush=True)
+        config, data_dir, work_dir = args.one
+        print('ZOO_RESULT ' + json.dumps(check_one(config, data_dir, args.size, work_dir)), flush=True)
         return 0
 
     import lit_mmdet  # noqa: F401
     from lit_mmdet.datasets.shapes import generate
     root = zoo_dir()
-    families = args.families or sorted(d for d in os.listdir(root)
-                                       if osp.isdir(osp.join(root, d)) and d not in SKIP_DIRS)
+    known = sorted(d for d in os.listdir(root) if osp.isdir(osp.join(root, d)) and d not in SKIP_DIRS)
+    unknown = sorted(set(args.families or []) - set(known))
+    if unknown:
+        parser.error(f'--families: no such family {", ".join(unknown)} under {root}; '
+                     f'pick folder names from there (e.g. retinanet, mask_rcnn)')
+    families = args.families or known
     data_dir = tempfile.mkdtemp(prefix='zoo_data_')
-    generate(data_dir, num_train=4, num_val=2, seed=0, size=args.size, max_objects=3)
-    rows = []
-    for family in families:
-        config = base_config(osp.join(root, family))
-        if config is None:
-            rows.append(dict(family=family, mmdet=False, lit=False, reason='no config'))
-            continue
-        start = time.time()
-        try:
-            proc = subprocess.run([sys.executable, osp.abspath(__file__), '--size', str(args.size), '--one',
-                                   config, data_dir], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=args.timeout, env=dict(os.environ, PYTHONPATH=ROOT))
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('ZOO_RESULT ')), None)
-            if line is None:
-                errors = [ln for ln in proc.stderr.splitlines()
-                          if ln.strip() and ('Error' in ln or 'error' in ln or 'Killed' in ln)]
-                tail = errors[-1].strip()[:240] if errors else f'exit code {proc.returncode}'
-                row = dict(mmdet=False, lit=False, reason=f'crashed ({proc.returncode}): {tail}')
-            else:
-                row = json.loads(line[len('ZOO_RESULT '):])
-        except subprocess.TimeoutExpired:
-            row = dict(mmdet=False, lit=False, reason=f'timeout after {args.timeout} s')
-        row.update(family=family, seconds=round(time.time() - start, 1))
-        rows.append(row)
-        print(_row_text(row), flush=True)
+    try:
+        generate(data_dir, num_train=4, num_val=2, seed=0, size=args.size, max_objects=3)
+        rows = [_check_family(family, root, data_dir, args) for family in families]
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
     _print_table(rows)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(rows, f, indent=1)
     return 0
+
+
+def _check_family(family: str, root: str, data_dir: str, args: argparse.Namespace) -> dict:
+    """Checks one family in a child process; its work dir (checkpoints) is removed afterwards."""
+    config = base_config(osp.join(root, family))
+    if config is None:
+        row = dict(family=family, mmdet=False, lit=False, reason='no config')
+        print(_row_text(row), flush=True)
+        return row
+    start = time.time()
+    work_dir = tempfile.mkdtemp(prefix=f'zoo_{family}_')
+    try:
+        proc = subprocess.run([sys.executable, osp.abspath(__file__), '--size', str(args.size), '--one',
+                               config, data_dir, work_dir], cwd=ROOT, capture_output=True, text=True,
+                              timeout=args.timeout, env=dict(os.environ, PYTHONPATH=ROOT))
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('ZOO_RESULT ')), None)
+        if line is None:
+            errors = [ln for ln in proc.stderr.splitlines()
+                      if ln.strip() and ('Error' in ln or 'error' in ln or 'Killed' in ln)]
+            tail = errors[-1].strip()[:240] if errors else f'exit code {proc.returncode}'
+            row = dict(mmdet=False, lit=False, reason=f'crashed ({proc.returncode}): {tail}')
+        else:
+            row = json.loads(line[len('ZOO_RESULT '):])
+    except subprocess.TimeoutExpired:
+        row = dict(mmdet=False, lit=False, reason=f'timeout after {args.timeout} s')
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    row.update(family=family, seconds=round(time.time() - start, 1))
+    print(_row_text(row), flush=True)
+    return row
 
 
 def _row_text(row: dict) -> str:
