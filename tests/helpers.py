@@ -1,10 +1,13 @@
 """Test helpers: paths and the overrides that make the shapes config tiny."""
 from __future__ import annotations
 
+import contextlib
 import os
 import os.path as osp
 import subprocess
 import sys
+import time
+from typing import Iterator
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHAPES_CONFIG = osp.join(ROOT, 'configs', 'solo_timm_shapes.py')
@@ -45,6 +48,16 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, WANDB_MODE='offline', PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, osp.join(ROOT, script), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
+
+
+@contextlib.contextmanager
+def no_runner_sleep() -> Iterator[None]:
+    """mmcv's runners sleep 2 s before each epoch / run (``time.sleep(2)``): not in tests."""
+    sleep, time.sleep = time.sleep, lambda seconds: None
+    try:
+        yield
+    finally:
+        time.sleep = sleep
 
 
 def lifted_detector(cfg):

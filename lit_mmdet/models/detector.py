@@ -5,7 +5,8 @@ Loss and inference stay mmdet's: ``training_step`` is the detector's own
 validation and test are mmdet's ``simple_test`` path (``return_loss=False,
 rescale=True``) followed by ``dataset.evaluate``. The optimizer is mmdet's
 ``build_optimizer``; ``lr_config``/``momentum_config`` run through mmcv's own
-updater hooks; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call.
+updater hooks; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call and
+``cumulative_iters`` mmcv's gradient accumulation (``runtime/optimizer_hooks.py``).
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from ..data.batch import unwrap_batch
 from ..errors import TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
 from ..runtime.hooks import MMCVHooks, build_runner_hooks
-from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks
+from ..runtime.optimizer_hooks import GradientAccumulation, optimizer_hook_config
+from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks, runner_max_iters
 from .builder import build_model, check_num_classes
 from .inference import collect_images, format_result
 
@@ -72,7 +74,18 @@ class LitDetector(pl.LightningModule):
         #: Results of the last validation/test epoch, all ranks gathered in dataset order.
         self.results: list = []
         self._grad_norm: Optional[torch.Tensor] = None
+        self._accumulation: Optional[GradientAccumulation] = None
         self._iter_start = self._iter_end = time.perf_counter()
+
+    def setup(self, stage: str) -> None:
+        """fp16 on CUDA: mmcv's ``wrap_fp16_model`` (``Fp16OptimizerHook.before_run``, mmdet's
+        test.py), so ``@auto_fp16`` / ``@force_fp32`` parts (losses in fp32) run as under mmdet."""
+        from pytorch_lightning.plugins.precision import MixedPrecision
+
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, MixedPrecision) and plugin.precision == '16-mixed' and plugin.device == 'cuda':
+            from mmcv.runner import wrap_fp16_model
+            wrap_fp16_model(self.model)
 
     def on_train_start(self) -> None:
         """mmdet's NumClassCheckHook, before the first step."""
@@ -80,6 +93,21 @@ class LitDetector(pl.LightningModule):
         dataset = getattr(loader, 'dataset', None)
         classes = getattr(dataset, 'CLASSES', None) or self.model.CLASSES
         check_num_classes(self.model, classes, 'data.train')
+        self._accumulation = self._gradient_accumulation()
+
+    def _gradient_accumulation(self) -> Optional[GradientAccumulation]:
+        """``cumulative_iters`` over this run, with the warnings of mmcv's hook."""
+        cumulative_iters = optimizer_hook_config(self.cfg).cumulative_iters
+        if cumulative_iters == 1:
+            return None
+        if self.global_step % cumulative_iters:
+            log.warning('resumed at iteration %d, inside a group of cumulative_iters=%d: the gradients of its '
+                        'first iterations were not checkpointed, so this group steps with fewer (as under mmcv)',
+                        self.global_step, cumulative_iters)
+        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
+            log.warning('GradientCumulativeOptimizerHook may slightly decrease performance if the model has '
+                        'BatchNorm layers.')
+        return GradientAccumulation(cumulative_iters, runner_max_iters(self.trainer))
 
     # ------------------------------------------------------------------ batches
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
@@ -113,7 +141,22 @@ class LitDetector(pl.LightningModule):
                 # the LR this step uses (set by the schedule callback), as mmcv's TextLoggerHook logs it
                 metrics['train/lr'] = self.trainer.optimizers[0].param_groups[0]['lr']
             self.log_dict(metrics, batch_size=batch_size)
+        if self._accumulation is not None:
+            return outputs['loss'] / self._accumulation.loss_factor(self.global_step)
         return outputs['loss']
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Optional[Any] = None) -> None:
+        """Every iteration counts as a step (``global_step`` is mmcv's ``runner.iter``); with
+        ``cumulative_iters`` only the last iteration of a group updates the weights."""
+        if self._accumulation is None or self._accumulation.steps(self.global_step):
+            optimizer.step(closure=optimizer_closure)
+        elif optimizer_closure is not None:
+            optimizer_closure()  # forward + backward: the gradients add up
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        if self._accumulation is None or self._accumulation.starts_group(self.global_step):
+            optimizer.zero_grad()
 
     def _stop_on_invalid_loss(self, log_vars: Mapping[str, float]) -> None:
         """mmdet's CheckInvalidLossHook, at every step and before the update: stop, say where."""

@@ -18,7 +18,7 @@ from mmcv.runner import HOOKS, Hook
 
 from ..errors import ConfigError
 
-__all__ = ['build_schedule_hooks', 'iteration_based', 'MMCVScheduleCallback']
+__all__ = ['build_schedule_hooks', 'iteration_based', 'runner_max_iters', 'MMCVScheduleCallback']
 
 
 def _build_updater(config: Optional[Mapping[str, Any]], suffix: str, key: str) -> Optional[Hook]:
@@ -50,6 +50,24 @@ def build_schedule_hooks(lr_config: Optional[Mapping[str, Any]],
 def iteration_based(trainer: pl.Trainer) -> bool:
     """Whether the Trainer runs as mmcv's IterBasedRunner (``max_steps`` and no epoch limit)."""
     return trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
+
+
+def _epoch_length(trainer: pl.Trainer) -> int:
+    batches = trainer.num_training_batches
+    if batches == float('inf'):
+        raise ConfigError('an epoch-based schedule needs a sized train loader; '
+                          'use runner=dict(type=\'IterBasedRunner\', max_iters=N)')
+    return int(batches)
+
+
+def runner_max_iters(trainer: pl.Trainer, by_epoch: Optional[bool] = None) -> int:
+    """mmcv's ``runner.max_iters`` for the Trainer's run: ``max_steps`` when iteration based,
+    else ``max_epochs`` x batches per epoch (``by_epoch`` None: as :func:`iteration_based` says)."""
+    if by_epoch is None:
+        by_epoch = not iteration_based(trainer)
+    if not by_epoch and trainer.max_steps > 0:
+        return trainer.max_steps
+    return int(trainer.max_epochs) * _epoch_length(trainer)
 
 
 class _EpochLength:
@@ -99,16 +117,10 @@ class _RunnerView:
 
     @property
     def max_iters(self) -> int:
-        if not self._by_epoch and self._trainer.max_steps > 0:
-            return self._trainer.max_steps
-        return int(self._trainer.max_epochs) * self._epoch_length()
+        return runner_max_iters(self._trainer, self._by_epoch)
 
     def _epoch_length(self) -> int:
-        batches = self._trainer.num_training_batches
-        if batches == float('inf'):
-            raise ConfigError('an epoch-based lr_config needs a sized train loader; '
-                              'use runner=dict(type=\'IterBasedRunner\', max_iters=N)')
-        return int(batches)
+        return _epoch_length(self._trainer)
 
 
 class MMCVScheduleCallback(pl.Callback):

@@ -14,6 +14,7 @@ from .callbacks import EvalImages, ResumeState, SkippedImagesLog
 from .checkpoint_io import AtomicCheckpointIO
 from .hooks import RUNNER_HOOKS
 from .loggers import WandbOptions, build_loggers, wandb_settings
+from .optimizer_hooks import fp16_precision, optimizer_hook_config
 
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
 PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
@@ -166,21 +167,18 @@ def check_hooks(cfg: Config) -> None:
                               f"without it")
 
 
-#: ``optimizer_config.type`` values and what lit_mmdet does with them.
-_OPTIMIZER_HOOKS = {'OptimizerHook': 'fp32', 'Fp16OptimizerHook': 'fp16'}
-
-
-def _wants_fp16(cfg: Config) -> bool:
-    """``fp16=dict(...)`` or ``optimizer_config.type='Fp16OptimizerHook'`` (mmcv's mixed precision);
-    any other optimizer hook (gradient accumulation) is an error rather than silently dropped."""
-    optimizer_config = dict(cfg.get('optimizer_config') or {})
-    kind = optimizer_config.get('type', 'OptimizerHook')
-    if kind not in _OPTIMIZER_HOOKS or int(optimizer_config.get('cumulative_iters', 1)) > 1:
-        raise ConfigError(f"optimizer_config: type='{kind}' (cumulative_iters="
-                          f"{optimizer_config.get('cumulative_iters', 1)}) is not supported by lit_mmdet yet: "
-                          f"gradient accumulation is not ported; remove it (e.g. raise data.samples_per_gpu "
-                          f"or use more devices) or keep training this config with mmdet's tools/train.py")
-    return bool(cfg.get('fp16')) or _OPTIMIZER_HOOKS[kind] == 'fp16'
+def _precision(cfg: Config, opts: TrainerOptions, accelerator: Any) -> dict:
+    """``--precision`` or the config's ``fp16`` -> Trainer kwargs. On CUDA, a config's fp16 gets
+    its own loss scaler (``loss_scale``: static, dynamic or GradScaler kwargs, as mmcv's
+    ``Fp16OptimizerHook``); on CPU Lightning runs 16-mixed as bf16-mixed (no scaler)."""
+    hook = optimizer_hook_config(cfg)
+    precision = str(opts.precision or ('16-mixed' if hook.fp16 else '32-true'))
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
+    on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
+    if precision == '16-mixed' and hook.fp16 and on_cuda:
+        return dict(plugins=[fp16_precision(hook, 'cuda')])
+    return dict(precision=precision)
 
 
 def build_trainer(cfg: Config, opts: TrainerOptions,
@@ -192,7 +190,7 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     ``log_config.interval`` ``log_every_n_steps`` (CSVLogger writes
     ``<work_dir>/csv/version_*/metrics.csv``; ``log_config.hooks`` add TensorBoard / W&B),
     the first validation images go to ``<work_dir>/plots/predictions`` (and W&B),
-    ``fp16`` 16-mixed precision,
+    ``fp16`` 16-mixed precision (mmcv's loss scale on CUDA),
     ``find_unused_parameters`` the DDP strategy. Samplers stay mmdet's
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none).
     """
@@ -205,9 +203,8 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
         else dict(check_val_every_n_epoch=None, val_check_interval=interval)
     if not has_val:
         cadence = dict(limit_val_batches=0)
-    precision = opts.precision or ('16-mixed' if _wants_fp16(cfg) else '32-true')
-    if str(precision) not in PRECISIONS:
-        raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
+    devices = device_kwargs(opts, cfg)
+    precision = _precision(cfg, opts, devices['accelerator'])
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
     checkpoints = [_checkpoint_callback(cfg, opts.work_dir, by_epoch),
                    _best_checkpoint_callback(cfg, opts.work_dir)]
@@ -220,14 +217,14 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
         logger=build_loggers(cfg, opts.work_dir, opts.wandb),
         callbacks=[c for c in checkpoints if c is not None] + [resume, images, SkippedImagesLog()]
         + list(callbacks or []),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO()] + precision.pop('plugins', []),
         log_every_n_steps=log_interval,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         deterministic='warn' if opts.deterministic else None,
         fast_dev_run=opts.fast_dev_run,
-        precision=precision,
-        **device_kwargs(opts, cfg),
+        **precision,
+        **devices,
         **length,
         **cadence,
         **opts.extra,

@@ -16,7 +16,7 @@ from mmdet.utils import build_dp
 from lit_mmdet import LitDetector, MMDetDataModule
 from lit_mmdet.data import unwrap_batch
 from lit_mmdet.models.detector import scaled_lr
-from tests.helpers import lifted_detector
+from tests.helpers import lifted_detector, no_runner_sleep
 
 
 def _first_batch(cfg, split='train'):
@@ -131,8 +131,6 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     (grad clip) and LR hook (warmup + cosine), same weights and batches: the same weights after.
     The module is built before the Trainer shortens the run to 2 iterations: the schedule must
     follow the Trainer's length."""
-    import time
-
     from mmcv.parallel import MMDataParallel
     from mmcv.runner import IterBasedRunner
 
@@ -150,11 +148,8 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     runner.register_training_hooks(lr_config=copy.deepcopy(tiny_cfg.lr_config),
                                    optimizer_config=copy.deepcopy(tiny_cfg.optimizer_config))
     np.random.seed(0)
-    sleep, time.sleep = time.sleep, lambda s: None
-    try:
+    with no_runner_sleep():
         runner.run([data.train_dataloader()], [('train', 1)])
-    finally:
-        time.sleep = sleep
 
     trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2,
                                                      extra=dict(enable_progress_bar=False)))

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
 from lit_mmdet.runtime.hooks import MMCVHooks, build_runner_hooks
+from tests.helpers import no_runner_sleep
 
 EPOCHS, BATCHES = 3, 4
 
@@ -61,12 +62,8 @@ def _mmcv_run(hook_cfg, tmp_path):
     runner.register_hook(mmcv.build_from_cfg(cfg, HOOKS), priority=priority)
     recorder = _EvalRecorder()
     runner.register_hook(recorder, priority='LOW')
-    import time
-    sleep, time.sleep = time.sleep, lambda s: None  # mmcv's runner sleeps 2 s per epoch
-    try:
+    with no_runner_sleep():
         runner.run([_data()], [('train', 1)])
-    finally:
-        time.sleep = sleep
     return recorder.seen, model.state_dict()
 
 
@@ -178,12 +175,8 @@ def test_yolox_mode_switch_equals_mmcv_runner(tmp_path):
         def before_train_epoch(self, runner):
             theirs.append(_state(runner.model, runner.data_loader.dataset))
     runner.register_hook(_Record(), priority='LOWEST')
-    import time
-    sleep, time.sleep = time.sleep, lambda s: None
-    try:
+    with no_runner_sleep():
         runner.run([DataLoader(data, batch_size=4)], [('train', 1)])
-    finally:
-        time.sleep = sleep
 
     ours = []
 

@@ -83,23 +83,14 @@ def test_unsupported_custom_hook_is_an_error_naming_it(tiny_cfg):
         check_hooks(tiny_cfg)
 
 
-@pytest.mark.parametrize('optimizer_config, expected', [
-    (dict(grad_clip=None), '32-true'),
-    (dict(type='Fp16OptimizerHook', loss_scale=512.0), '16-mixed'),
+@pytest.mark.parametrize('optimizer_config, fp16, expected', [
+    (dict(grad_clip=None), None, '32-true'),
+    (dict(type='Fp16OptimizerHook', loss_scale=512.0), None, '16-mixed'),
+    (dict(grad_clip=None), dict(loss_scale='dynamic'), '16-mixed'),  # mmdet's other spelling
+    (dict(type='GradientCumulativeOptimizerHook', cumulative_iters=2), None, '32-true'),
 ])
-def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_config, expected):
-    from lit_mmdet.runtime.trainer import _wants_fp16
+def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_config, fp16, expected):
+    from lit_mmdet.runtime.trainer import _precision
     tiny_cfg.optimizer_config = optimizer_config
-    assert ('16-mixed' if _wants_fp16(tiny_cfg) else '32-true') == expected
-    tiny_cfg.optimizer_config = dict(grad_clip=None)
-    tiny_cfg.fp16 = dict(loss_scale='dynamic')  # mmdet's other spelling
-    assert _wants_fp16(tiny_cfg)
-
-
-@pytest.mark.parametrize('optimizer_config', [dict(type='GradientCumulativeOptimizerHook', cumulative_iters=4),
-                                              dict(cumulative_iters=2)])
-def test_gradient_accumulation_is_an_error_not_dropped(tiny_cfg, tmp_path, optimizer_config):
-    from lit_mmdet.runtime import build_trainer
-    tiny_cfg.optimizer_config = optimizer_config
-    with pytest.raises(ConfigError, match='gradient accumulation is not ported'):
-        build_trainer(tiny_cfg, TrainerOptions(str(tmp_path), accelerator='cpu'))
+    tiny_cfg.fp16 = fp16
+    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'cpu') == dict(precision=expected)

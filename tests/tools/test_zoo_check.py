@@ -9,9 +9,10 @@ import pytest
 from lit_mmdet.datasets.shapes import generate
 from tools.zoo_check import base_config, check_one, main, zoo_dir
 
-# two-stage, instance segmentation, SOLO/SOLOv2, DETR-style in-process; the one-stage
+# two-stage, instance segmentation, SOLO/SOLOv2, DETR-style, YOLOX (with its custom_hooks: mode
+# switch, SyncNorm, EMA) in-process; the one-stage
 # family (retinanet) goes through the command line below
-SUBSET = ['faster_rcnn', 'mask_rcnn', 'solo', 'solov2', 'detr']
+SUBSET = ['faster_rcnn', 'mask_rcnn', 'solo', 'solov2', 'detr', 'yolox']
 
 
 @pytest.fixture(scope='module')
