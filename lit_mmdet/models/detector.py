@@ -206,6 +206,9 @@ class LitDetector(pl.LightningModule):
             self._grad_norm = clip_grad_norm_(params, **grad_clip)
 
     def on_train_epoch_start(self) -> None:
+        """mmcv's runners call ``model.train()`` before training (Lightning 2.x keeps modules' modes):
+        the detector's ``train()`` puts ``norm_eval`` BatchNorms and ``frozen_stages`` in eval mode."""
+        self.model.train()
         self._iter_end = time.perf_counter()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -50,6 +50,8 @@ def runner_length(cfg: Config, opts: TrainerOptions) -> tuple[bool, dict]:
     elif opts.max_epochs is not None:
         runner = dict(type='EpochBasedRunner', max_epochs=opts.max_epochs)
     kind = runner.get('type')
+    if 'total_epochs' in cfg and (kind != 'EpochBasedRunner' or runner.get('max_epochs') != cfg.total_epochs):
+        cfg.pop('total_epochs')  # mmdet's old spelling of runner.max_epochs, overridden (compat_cfg asserts them equal)
     if kind == 'IterBasedRunner':
         cfg.runner = runner
         return False, dict(max_steps=int(runner['max_iters']), max_epochs=-1)

@@ -159,3 +159,50 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     for name, param in lit.model.named_parameters():
         torch.testing.assert_close(param, theirs[name], rtol=1e-5, atol=1e-7, msg=name)
     assert any(not torch.equal(p, initial[n]) for n, p in lit.model.named_parameters())  # it trained
+
+
+def test_module_modes_equal_mmcv_runner_with_norm_eval_and_frozen_stages(tiny_cfg, tmp_path):
+    """mmcv's runners call ``model.train()``, so mmdet's ResNet keeps its BatchNorms (``norm_eval``)
+    and frozen stages in eval mode; every module's mode matches at every step, after validation too."""
+    from mmcv.parallel import MMDataParallel
+    from mmcv.runner import Hook, IterBasedRunner
+
+    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    tiny_cfg.model.backbone = dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
+                                   norm_cfg=dict(type='BN', requires_grad=False), norm_eval=True, style='pytorch',
+                                   init_cfg=None)
+    tiny_cfg.model.neck.in_channels = [64, 128, 256, 512]
+    tiny_cfg.evaluation.interval = 1  # validation between the two steps
+
+    def modes(model):
+        return {name: m.training for name, m in model.named_modules()}
+
+    reference = LitDetector(tiny_cfg).model
+    theirs = []
+
+    class _Record(Hook):
+        def before_train_iter(self, runner):
+            theirs.append(modes(reference))
+
+    data = MMDetDataModule(tiny_cfg, seed=0)
+    data.setup('fit')
+    runner = IterBasedRunner(model=MMDataParallel(reference), optimizer=build_optimizer(reference, tiny_cfg.optimizer),
+                             work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), max_iters=2)
+    runner.register_hook(_Record())
+    with no_runner_sleep():
+        runner.run([data.train_dataloader()], [('train', 1)])
+
+    class _RecordLit(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append(modes(module.model))
+
+    lit, record = LitDetector(tiny_cfg), _RecordLit()
+    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2,
+                                                     extra=dict(enable_progress_bar=False)), callbacks=[record])
+    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    assert len(record.seen) == len(theirs) == 2
+    assert not theirs[0]['backbone.bn1'] and theirs[0]['neck']  # what mmdet's ResNet.train() does
+    assert record.seen == theirs

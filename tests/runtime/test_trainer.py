@@ -94,3 +94,17 @@ def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_con
     tiny_cfg.optimizer_config = optimizer_config
     tiny_cfg.fp16 = fp16
     assert _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'cpu') == dict(precision=expected)
+
+
+@pytest.mark.parametrize('opts, kept', [(dict(max_iters=3), False), (dict(max_epochs=2), False),
+                                        (dict(max_epochs=12), True), ({}, True)])
+def test_cli_length_overrides_total_epochs_as_mmdet_compat_cfg_needs(tiny_cfg, tmp_path, opts, kept):
+    """``total_epochs`` (mmdet's old spelling, e.g. AutoAssign's config) must agree with the runner."""
+    from mmdet.utils import compat_cfg
+
+    from lit_mmdet.runtime.trainer import runner_length
+    tiny_cfg.runner = dict(type='EpochBasedRunner', max_epochs=12)
+    tiny_cfg.total_epochs = 12
+    runner_length(tiny_cfg, TrainerOptions(str(tmp_path), **opts))
+    assert ('total_epochs' in tiny_cfg) == kept
+    compat_cfg(tiny_cfg)  # what MMDetDataModule calls: asserts total_epochs == runner.max_epochs
