@@ -3,14 +3,45 @@ from __future__ import annotations
 
 import logging
 import numbers
+import types
 from typing import Any, Mapping, Sequence
 
+import mmdet.core.evaluation.recall as _mmdet_recall
+import numpy as np
 import torch.distributed as dist
 from mmdet.core import encode_mask_results
 
 __all__ = ['EVAL_HOOK_KEYS', 'encode_results', 'gather_results', 'evaluate', 'numeric_metrics']
 
 log = logging.getLogger(__name__)
+
+
+class _RaggedNumpy(types.ModuleType):
+    """numpy, except that ``array`` of a list of differently shaped arrays is a 1-D object array,
+    as numpy < 1.24 made it. mmdet 2.28's ``eval_recalls`` (``metric='proposal_fast'``/``'recall'``)
+    stacks per-image IoU matrices that way; numpy 2 raises unless every image has as many
+    ground-truth boxes and proposals as the others."""
+
+    def __init__(self) -> None:
+        super().__init__('numpy')
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def array(obj: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        try:
+            return np.array(obj, *args, **kwargs)
+        except ValueError:
+            if args or kwargs or not isinstance(obj, list):
+                raise
+            out = np.empty(len(obj), dtype=object)
+            for i, item in enumerate(obj):
+                out[i] = item
+            return out
+
+
+_mmdet_recall.np = _RaggedNumpy()
 
 #: ``evaluation`` keys that configure mmcv/mmdet's EvalHook / DistEvalHook; every
 #: other key is passed to ``dataset.evaluate`` (as the hooks do with ``eval_kwargs``).

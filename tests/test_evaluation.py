@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from mmdet.datasets import build_dataset
 
 from lit_mmdet.evaluation import evaluate, gather_results
@@ -29,3 +30,20 @@ def test_perfect_detections_evaluate_like_dataset_evaluate(tiny_cfg):
 
 def test_gather_results_single_process_truncates():
     assert gather_results([1, 2, 3, 4], 3) == [1, 2, 3]
+
+
+def test_proposal_recall_with_ragged_images_under_numpy2(tiny_cfg):
+    """mmdet's eval_recalls stacks per-image IoUs with np.array: numpy 2 raised on images with
+    different box counts. Proposals = the boxes of every image but the first (moved away there):
+    the recall is the share of boxes found, at every IoU threshold."""
+    dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
+    gts = [dataset.get_ann_info(i)['bboxes'] for i in range(len(dataset))]
+    assert len({len(g) for g in gts}) > 1  # ragged: differently many boxes per image
+    results = []
+    for i, boxes in enumerate(gts):
+        proposals = np.hstack([boxes + (1000.0 if i == 0 else 0.0), np.ones((len(boxes), 1))]).astype(np.float32)
+        results.append(np.vstack([proposals, proposals[:1]]) if i % 2 else proposals)  # ragged counts too
+    metrics = evaluate(dataset, results, dict(interval=1, metric='proposal_fast'))
+    expected = 1 - len(gts[0]) / sum(len(g) for g in gts)
+    assert metrics['AR@100'] == pytest.approx(expected, abs=1e-6)
+    assert metrics['AR@1000'] == pytest.approx(expected, abs=1e-6)

@@ -45,8 +45,11 @@ def format_result(result: Any, score_thr: float = 0.0) -> dict[str, Optional[np.
     """One mmdet result -> ``boxes`` (N, 4 xyxy), ``scores``, ``labels``, ``masks`` (N, H, W) or None.
 
     Parsed as mmdet's ``show_result`` parses it; detections with score <= ``score_thr`` dropped.
+    Proposals (an RPN's single (N, 5) array) are class-agnostic: label 0.
     """
     bbox_result, segm_result = result if isinstance(result, tuple) else (result, None)
+    if isinstance(bbox_result, np.ndarray) and bbox_result.ndim == 2:
+        bbox_result = [bbox_result]
     if isinstance(segm_result, tuple):  # e.g. mask scoring R-CNN: (masks, mask scores)
         segm_result = segm_result[0]
     bboxes = np.vstack(bbox_result) if len(bbox_result) else np.zeros((0, 5), np.float32)
