@@ -66,10 +66,12 @@ def _no_pretrained_three_classes(node: dict) -> dict:
     if 'num_classes' in node and isinstance(node['num_classes'], int):
         node['num_classes'] = len(CLASSES)
     init = node.get('init_cfg')
-    if isinstance(init, dict) and init.get('type') == 'Pretrained':
+    if isinstance(init, dict) and (init.get('type') == 'Pretrained' or 'checkpoint' in init):  # PVT: no type
         node['init_cfg'] = None
     if node.get('pretrained') not in (None, False, True):
         node['pretrained'] = None
+    if node.get('pretrained') is True and 'TIMM' in str(node.get('type')):  # timm's hub weights
+        node['pretrained'] = False
     return node
 
 
@@ -154,7 +156,7 @@ def run_mmdet(cfg: Any) -> None:
 
     import torch
     from mmcv.parallel import MMDataParallel
-    from mmcv.runner import build_optimizer
+    from mmdet.core import build_optimizer  # as train_detector: mmdet's constructors (layer decay) registered
     from mmdet.apis import single_gpu_test
     from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
     from mmdet.models import build_detector

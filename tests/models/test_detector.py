@@ -1,6 +1,7 @@
 """LitDetector against mmdet itself: same batch, same weights -> same losses, results, metrics."""
 import copy
 import logging
+import os.path as osp
 
 import numpy as np
 import pytest
@@ -13,10 +14,10 @@ from mmdet.apis.train import auto_scale_lr
 from mmdet.core import build_optimizer
 from mmdet.utils import build_dp
 
-from lit_mmdet import LitDetector, MMDetDataModule
+from lit_mmdet import LitDetector, MMDetDataModule, load_config
 from lit_mmdet.data import unwrap_batch
 from lit_mmdet.models.detector import scaled_lr
-from tests.helpers import lifted_detector, no_runner_sleep
+from tests.helpers import ROOT, SHAPES_CONFIG, lifted_detector, no_runner_sleep, tiny_options
 
 
 def _first_batch(cfg, split='train'):
@@ -27,22 +28,30 @@ def _first_batch(cfg, split='train'):
     return data, next(iter(loader))
 
 
-def test_training_step_equals_mmdet_train_step(tiny_cfg):
+@pytest.mark.parametrize('config, terms', [
+    (SHAPES_CONFIG, {'loss_mask', 'loss_cls'}),  # SOLO (one stage, masks)
+    (osp.join(ROOT, 'configs', 'mask_rcnn_timm_shapes.py'),  # two stages: RPN + RoI heads (random samplers)
+     {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask', 'acc'}),
+])
+def test_training_step_equals_mmdet_train_step(shapes_dir, config, terms):
+    cfg = load_config(config, tiny_options(shapes_dir))
     torch.manual_seed(0)
-    lit = LitDetector(tiny_cfg)
+    lit = LitDetector(cfg)
     reference = build_dp(copy.deepcopy(lit.model), 'cpu')
     _, batch = _first_batch(lit.cfg)
 
     logged = {}
     lit.log = lambda name, value, **kw: logged.__setitem__(name, value)
     lit.log_dict = lambda values, **kw: logged.update(values)
+    torch.manual_seed(1)
     loss = lit.training_step(lit.transfer_batch_to_device(copy.deepcopy(batch), torch.device('cpu'), 0), 0)
+    torch.manual_seed(1)
     expected = reference.train_step(copy.deepcopy(batch), None)
 
     torch.testing.assert_close(loss, expected['loss'], rtol=1e-6, atol=0)
     for name, value in expected['log_vars'].items():
         assert logged[f'train/{name}'] == pytest.approx(value, rel=1e-6), name
-    assert {'train/loss', 'train/loss_mask', 'train/loss_cls'} <= set(logged)
+    assert {'train/loss'} | {f'train/{t}' for t in terms} <= set(logged)
 
 
 def test_batch_unwrapping_equals_mmcv_scatter(tiny_cfg):
