@@ -97,18 +97,36 @@ def test_validation_equals_single_gpu_test_and_dataset_evaluate(tiny_cfg, tmp_pa
         assert metrics[f'val/{key}'] == pytest.approx(expected[key], abs=1e-6)
 
 
-def test_optimizer_is_mmdet_build_optimizer_with_paramwise_cfg(tiny_cfg):
-    tiny_cfg.optimizer.paramwise_cfg = dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
-                                            custom_keys={'backbone': dict(lr_mult=0.1)})
+CONVNEXT = dict(type='mmcls.ConvNeXt', arch='tiny', out_indices=[0, 1, 2, 3], drop_path_rate=0.4,
+                layer_scale_init_value=1.0, gap_before_final_norm=False, init_cfg=None)
+
+
+@pytest.mark.parametrize('optimizer, backbone', [
+    (dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4), None),
+    (dict(type='Adam', lr=1e-3, paramwise_cfg=dict(custom_keys={'neck': dict(lr_mult=2.0)})), None),
+    (dict(type='AdamW', lr=1e-3, weight_decay=0.05,
+          paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, custom_keys={'backbone': dict(lr_mult=0.1)})),
+     None),
+    # mmdet's ConvNeXt configs: layer-wise decay over an mmcls ConvNeXt's stages
+    (dict(constructor='LearningRateDecayOptimizerConstructor', type='AdamW', lr=2e-4, betas=(0.9, 0.999),
+          weight_decay=0.05, paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise', num_layers=6)), CONVNEXT),
+])
+def test_optimizer_is_mmdet_build_optimizer(tiny_cfg, optimizer, backbone):
+    tiny_cfg.optimizer = optimizer
+    if backbone is not None:
+        import mmcls.models  # noqa: F401  (custom_imports of mmdet's ConvNeXt configs)
+        tiny_cfg.model.backbone = backbone
+        tiny_cfg.model.neck.in_channels = [96, 192, 384, 768]
     lit = LitDetector(tiny_cfg)
     ours = lit.configure_optimizers()
-    theirs = build_optimizer(lit.model, tiny_cfg.optimizer)
+    theirs = build_optimizer(lit.model, copy.deepcopy(tiny_cfg.optimizer))
     assert type(ours) is type(theirs)
     assert len(ours.param_groups) == len(theirs.param_groups)
     for a, b in zip(ours.param_groups, theirs.param_groups):
-        assert (a['lr'], a['weight_decay']) == (b['lr'], b['weight_decay'])
-    assert {g['lr'] for g in ours.param_groups} == {1e-3, 1e-4}
-    assert 0.0 in {g['weight_decay'] for g in ours.param_groups}
+        assert {k: v for k, v in a.items() if k != 'params'} == {k: v for k, v in b.items() if k != 'params'}
+        assert [id(p) for p in a['params']] == [id(p) for p in b['params']]
+    if 'paramwise_cfg' in optimizer:  # the constructor really split the parameters
+        assert len({(g['lr'], g['weight_decay']) for g in ours.param_groups}) > 1
 
 
 def test_grad_clip_matches_mmcv_optimizer_hook(tiny_cfg):
