@@ -52,11 +52,12 @@ def run_mmdet(args, data_dir, work_dir):
     from mmcv.runner import HOOKS, Hook
     from mmdet.apis import set_random_seed, single_gpu_test, train_detector
     from mmdet.datasets import build_dataloader, build_dataset
-    from mmdet.utils import build_dp
+    from mmdet.utils import build_dp, setup_multi_processes
 
     from lit_mmdet.models import build_model
 
     cfg = _config(args, data_dir, work_dir)
+    setup_multi_processes(cfg)  # as tools/train.py (lit_mmdet's build_trainer does the same)
     set_random_seed(0)
     ends, waits, state = [], [], {}
 

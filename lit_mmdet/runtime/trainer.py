@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 import pytorch_lightning as pl
 import torch
 from mmcv import Config
+from mmdet.utils import setup_multi_processes
 from pytorch_lightning.callbacks import ModelCheckpoint
 from ..errors import ConfigError
 from .callbacks import EvalImages, ResumeState, SkippedImagesLog
@@ -193,10 +194,12 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     ``<work_dir>/csv/version_*/metrics.csv``; ``log_config.hooks`` add TensorBoard / W&B),
     the first validation images go to ``<work_dir>/plots/predictions`` (and W&B),
     ``fp16`` 16-mixed precision (mmcv's loss scale on CUDA),
-    ``find_unused_parameters`` the DDP strategy. Samplers stay mmdet's
+    ``find_unused_parameters`` the DDP strategy, ``mp_start_method`` / ``opencv_num_threads``
+    mmdet's ``setup_multi_processes``. Samplers stay mmdet's
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none).
     """
     check_hooks(cfg)
+    setup_multi_processes(cfg)  # as mmdet's tools/train.py: mp_start_method, opencv_num_threads, OMP/MKL
     by_epoch, length = runner_length(cfg, opts)
     evaluation = dict(cfg.get('evaluation') or {})
     interval = int(evaluation.get('interval', 1))

@@ -108,3 +108,18 @@ def test_cli_length_overrides_total_epochs_as_mmdet_compat_cfg_needs(tiny_cfg, t
     runner_length(tiny_cfg, TrainerOptions(str(tmp_path), **opts))
     assert ('total_epochs' in tiny_cfg) == kept
     compat_cfg(tiny_cfg)  # what MMDetDataModule calls: asserts total_epochs == runner.max_epochs
+
+
+def test_mp_start_method_and_opencv_threads_applied_as_mmdet_tools(tiny_cfg, tmp_path):
+    import cv2
+    import torch.multiprocessing as mp
+
+    from lit_mmdet.runtime import build_trainer
+    before = cv2.getNumThreads(), mp.get_start_method(allow_none=True)
+    tiny_cfg.opencv_num_threads, tiny_cfg.mp_start_method = 1, 'forkserver'
+    try:
+        build_trainer(tiny_cfg, TrainerOptions(str(tmp_path), accelerator='cpu'))
+        assert (cv2.getNumThreads(), mp.get_start_method()) == (1, 'forkserver')
+    finally:
+        cv2.setNumThreads(before[0])
+        mp.set_start_method(before[1], force=True)
