@@ -1,6 +1,7 @@
 """mmcv runtime keys -> a Lightning ``Trainer`` (length, evaluation, checkpoints, logging, devices)."""
 from __future__ import annotations
 
+import logging
 import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -21,6 +22,8 @@ from .optimizer_hooks import fp16_precision, optimizer_hook_config
 PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
 
 __all__ = ['PRECISIONS', 'SUPPORTED_CUSTOM_HOOKS', 'check_hooks', 'TrainerOptions', 'build_trainer', 'device_kwargs', 'runner_length', 'save_best_key']
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,12 +176,16 @@ def check_hooks(cfg: Config) -> None:
 def _precision(cfg: Config, opts: TrainerOptions, accelerator: Any) -> dict:
     """``--precision`` or the config's ``fp16`` -> Trainer kwargs. On CUDA, a config's fp16 gets
     its own loss scaler (``loss_scale``: static, dynamic or GradScaler kwargs, as mmcv's
-    ``Fp16OptimizerHook``); on CPU Lightning runs 16-mixed as bf16-mixed (no scaler)."""
+    ``Fp16OptimizerHook``). Without CUDA a config's fp16 trains in fp32 with a warning (mmcv's fp16
+    is CUDA only; Lightning would run bf16, which mmcv's CPU ops reject); ``--precision`` is taken
+    as given."""
     hook = optimizer_hook_config(cfg)
-    precision = str(opts.precision or ('16-mixed' if hook.fp16 else '32-true'))
+    on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
+    if hook.fp16 and opts.precision is None and not on_cuda:
+        log.warning("the config's fp16 needs CUDA (mmcv's Fp16OptimizerHook): training in fp32 on %s", accelerator)
+    precision = str(opts.precision or ('16-mixed' if hook.fp16 and on_cuda else '32-true'))
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
-    on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
     if precision == '16-mixed' and hook.fp16 and on_cuda:
         return dict(plugins=[fp16_precision(hook, 'cuda')])
     return dict(precision=precision)

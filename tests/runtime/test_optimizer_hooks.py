@@ -119,11 +119,13 @@ def test_optimizer_hook_config_reads_mmdet_spellings(tiny_cfg, optimizer_config,
     assert {k: getattr(hook, k) for k in expected} == expected
 
 
-def test_fp16_on_cuda_gets_mmcv_loss_scaler_on_cpu_lightning_bf16(tiny_cfg, tmp_path):
+def test_fp16_on_cuda_gets_mmcv_loss_scaler_on_cpu_fp32(tiny_cfg, tmp_path):
     from pytorch_lightning.plugins.precision import MixedPrecision
     tiny_cfg.fp16 = dict(loss_scale=512.)
     opts = TrainerOptions(str(tmp_path))
-    assert _precision(tiny_cfg, opts, 'cpu') == dict(precision='16-mixed')  # Lightning: bf16 on CPU
+    assert _precision(tiny_cfg, opts, 'cpu') == dict(precision='32-true')  # mmcv's fp16 is CUDA only
+    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path), precision='bf16-mixed'), 'cpu') == \
+        dict(precision='bf16-mixed')  # what the user asks for
     [plugin] = _precision(tiny_cfg, opts, 'gpu')['plugins']
     assert isinstance(plugin, MixedPrecision) and plugin.precision == '16-mixed' and plugin.device == 'cuda'
     assert isinstance(plugin.scaler, MMCVGradScaler) and plugin.scaler.update_to == 512.

@@ -89,11 +89,15 @@ def test_unsupported_custom_hook_is_an_error_naming_it(tiny_cfg):
     (dict(grad_clip=None), dict(loss_scale='dynamic'), '16-mixed'),  # mmdet's other spelling
     (dict(type='GradientCumulativeOptimizerHook', cumulative_iters=2), None, '32-true'),
 ])
-def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_config, fp16, expected):
+def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_config, fp16, expected, caplog):
     from lit_mmdet.runtime.trainer import _precision
     tiny_cfg.optimizer_config = optimizer_config
     tiny_cfg.fp16 = fp16
-    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'cpu') == dict(precision=expected)
+    on_cuda = _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'gpu')
+    assert (on_cuda['plugins'][0].precision if 'plugins' in on_cuda else on_cuda['precision']) == expected
+    # without CUDA a config's fp16 is fp32, said once (mmcv's fp16 is CUDA only; bf16 breaks mmcv's CPU ops)
+    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'cpu') == dict(precision='32-true')
+    assert ("fp16 needs CUDA" in caplog.text) == (expected == '16-mixed')
 
 
 @pytest.mark.parametrize('opts, kept', [(dict(max_iters=3), False), (dict(max_epochs=2), False),
