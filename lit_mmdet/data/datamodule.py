@@ -119,12 +119,23 @@ class MMDetDataModule(pl.LightningDataModule):
             args['persistent_workers'] = False
         return build_dataloader(dataset, **args)
 
+    def _train_loader(self, dataset: Any) -> DataLoader:
+        return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
+                            runner_type='EpochBasedRunner')
+
     def train_dataloader(self) -> DataLoader:
         """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
         (``loader.batch_sampler.sampler``), so an interrupted epoch resumes exactly."""
-        return resumable_loader(self._loader(self.train_dataset, 'train', samples_per_gpu=2,
-                                             workers_per_gpu=2, num_gpus=1, seed=self.seed,
-                                             runner_type='EpochBasedRunner'))
+        return resumable_loader(self._train_loader(self.train_dataset))
+
+    def workflow_val_dataloader(self) -> DataLoader:
+        """``workflow=[('train', n), ('val', m)]``: ``data.val`` with the training pipeline (mmdet's
+        tools/train.py), loaded as the training set is (mmdet's ``train_detector``)."""
+        val_cfg = copy.deepcopy(self.cfg.data.val)
+        train = self.cfg.data.train
+        val_cfg.pipeline = train.get('pipeline', train.get('dataset', {}).get('pipeline'))
+        dataset = guard_images(_build_dataset(val_cfg, 'data.val'), 'data.val')
+        return self._train_loader(dataset)
 
     def _eval_loader(self, dataset: Any, split: str) -> DataLoader:
         return self._loader(dataset, split, samples_per_gpu=1, workers_per_gpu=2, shuffle=False)

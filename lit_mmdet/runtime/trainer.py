@@ -17,6 +17,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .hooks import RUNNER_HOOKS
 from .loggers import WandbOptions, build_loggers, wandb_settings
 from .optimizer_hooks import fp16_precision, optimizer_hook_config
+from .workflow import ValLossWorkflow, workflow_val_phase
 
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
 PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
@@ -201,6 +202,7 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     ``<work_dir>/csv/version_*/metrics.csv``; ``log_config.hooks`` add TensorBoard / W&B),
     the first validation images go to ``<work_dir>/plots/predictions`` (and W&B),
     ``fp16`` 16-mixed precision (mmcv's loss scale on CUDA),
+    ``workflow`` a val-loss phase (:class:`ValLossWorkflow`),
     ``find_unused_parameters`` the DDP strategy, ``mp_start_method`` / ``opencv_num_threads``
     mmdet's ``setup_multi_processes``. Samplers stay mmdet's
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none).
@@ -220,6 +222,8 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     log_interval = int((cfg.get('log_config') or {}).get('interval', 50))
     checkpoints = [_checkpoint_callback(cfg, opts.work_dir, by_epoch),
                    _best_checkpoint_callback(cfg, opts.work_dir)]
+    val_phase = workflow_val_phase(cfg, by_epoch)
+    workflow = [ValLossWorkflow(*val_phase)] if val_phase else []
     resume = ResumeState(osp.join(opts.work_dir, 'checkpoints', 'last.ckpt'))
     wandb = wandb_settings(cfg, opts.wandb)
     images = EvalImages(wandb.num_eval_images if wandb else 8, wandb.bbox_score_thr if wandb else 0.3,
@@ -227,7 +231,7 @@ def build_trainer(cfg: Config, opts: TrainerOptions,
     return pl.Trainer(
         default_root_dir=opts.work_dir,
         logger=build_loggers(cfg, opts.work_dir, opts.wandb),
-        callbacks=[c for c in checkpoints if c is not None] + [resume, images, SkippedImagesLog()]
+        callbacks=[c for c in checkpoints if c is not None] + workflow + [resume, images, SkippedImagesLog()]
         + list(callbacks or []),
         plugins=[AtomicCheckpointIO()] + precision.pop('plugins', []),
         log_every_n_steps=log_interval,
