@@ -47,7 +47,10 @@ def base_config(family_dir: str) -> Optional[str]:
     names = sorted(f for f in os.listdir(family_dir) if f.endswith('.py'))
     if not names:
         return None
-    preferred = [n for n in names if 'r50_fpn_1x_coco' in n] or [n for n in names if '_coco' in n] or names
+    # configs that need more than COCO instances (semantic maps: HTC/SCNet; precomputed proposals:
+    # Fast R-CNN) only where the family has nothing else
+    plain = [n for n in names if not n.startswith(('htc', 'scnet')) and 'fast_rcnn' not in n] or names
+    preferred = [n for n in plain if 'r50_fpn_1x_coco' in n] or [n for n in plain if '_coco' in n] or plain
     return osp.join(family_dir, min(preferred, key=lambda n: (len(n), n)))
 
 
@@ -75,9 +78,17 @@ def _no_pretrained_three_classes(node: dict) -> dict:
     return node
 
 
+#: What CocoDataset takes besides ann_file/img_prefix/classes (seg_prefix, proposal_file dropped: no such data)
+COCO_DATASET_KEYS = frozenset({'type', 'ann_file', 'pipeline', 'classes', 'data_root', 'img_prefix', 'test_mode',
+                               'filter_empty_gt', 'file_client_args'})
+
+
 def _shrink_scales(node: dict, size: int) -> dict:
     kind = node.get('type')
-    if kind in ('Resize', 'MultiScaleFlipAug') and 'img_scale' in node:
+    scale = node.get('img_scale')
+    small = isinstance(scale, (tuple, list)) and len(scale) == 2 and all(isinstance(v, int) for v in scale) \
+        and max(scale) <= 320  # SSD300/512-style fixed inputs stay (their extra layers need them)
+    if kind in ('Resize', 'MultiScaleFlipAug') and scale is not None and not small:
         node['img_scale'] = (size, size)
     if kind in ('Resize',) and 'ratio_range' in node:
         node.pop('ratio_range')
@@ -112,10 +123,10 @@ def adapt(cfg: Any, data_dir: str, size: int, work_dir: str) -> Any:
             split_cfg = data[split] = split_cfg[0]
         inner = _innermost(split_cfg)
         folder = 'train' if split == 'train' else 'val'
+        for key in set(inner) - COCO_DATASET_KEYS:  # other dataset types' arguments (label_file, min_size, ...)
+            inner.pop(key)
         inner.update(type='CocoDataset', classes=CLASSES, ann_file=osp.join(data_dir, 'annotations',
                      f'instances_{folder}.json'), img_prefix=osp.join(data_dir, folder) + '/')
-        for key in ('seg_prefix', 'proposal_file'):
-            inner.pop(key, None)
         data[split] = _walk(split_cfg, lambda n: _shrink_scales(n, size))
         if 'times' in data[split]:
             data[split]['times'] = 1
