@@ -7,8 +7,8 @@ process (so peak RSS is per runner): mmdet's ``train_detector`` (EpochBasedRunne
 lit_mmdet's ``train.py`` path (``LitDetector`` + ``MMDetDataModule`` + ``build_trainer``).
 Printed: median seconds per iteration over the steady state (after ``--warmup`` iterations,
 wall time between iteration ends, data loading included), median data wait, peak RSS of the
-main process, and validation images per second (mmdet ``single_gpu_test`` vs
-``trainer.validate``), with the lit/mmdet ratio for each.
+main process, and validation images per second (mmdet's EvalHook work, ``single_gpu_test`` +
+``dataset.evaluate``, vs ``trainer.validate``), with the lit/mmdet ratio for each.
 """
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def run_mmdet(args, data_dir, work_dir):
     from mmdet.datasets import build_dataloader, build_dataset
     from mmdet.utils import build_dp, setup_multi_processes
 
+    from lit_mmdet.evaluation import EVAL_HOOK_KEYS
     from lit_mmdet.models import build_model
 
     cfg = _config(args, data_dir, work_dir)
@@ -83,7 +84,8 @@ def run_mmdet(args, data_dir, work_dir):
     loader = build_dataloader(build_dataset(cfg.data.val, dict(test_mode=True)), 1, args.workers,
                               dist=False, shuffle=False)
     start = time.perf_counter()
-    single_gpu_test(build_dp(model, 'cpu'), loader)
+    results = single_gpu_test(build_dp(model, 'cpu'), loader)  # + dataset.evaluate, as mmdet's EvalHook
+    loader.dataset.evaluate(results, **{k: v for k, v in cfg.evaluation.items() if k not in EVAL_HOOK_KEYS})
     return _summary(ends, waits, args.warmup, len(loader.dataset) / (time.perf_counter() - start))
 
 
