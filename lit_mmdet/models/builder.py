@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence
 import torch
 from mmcv import Config, ConfigDict
 from mmdet.models import build_backbone, build_detector
+from mmdet.utils import rfnext_init_model
 from torch import nn
 
 from ..errors import ConfigError, unknown_type_error
@@ -120,7 +121,8 @@ def classes_from_config(cfg: Config) -> Optional[tuple[str, ...]]:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """``build_detector`` + ``init_weights`` as mmdet's ``tools/train.py``, after channel wiring.
+    """``build_detector`` + ``init_weights`` (+ ``rfnext_init_model``) as mmdet's ``tools/train.py``,
+    after channel wiring.
 
     ``cfg.model`` is updated in place (``in_channels`` filled), so the stored and
     exported config are concrete and load in plain mmdet.
@@ -131,6 +133,7 @@ def build_model(cfg: Config) -> nn.Module:
     except KeyError as exc:
         raise unknown_type_error(exc, 'model') or exc from None
     model.init_weights()
+    rfnext_init_model(model, cfg=cfg)  # RF-Next's RFSearchHook in custom_hooks: convs wrapped, as tools/train.py
     model.CLASSES = classes_from_config(cfg)
     return model
 

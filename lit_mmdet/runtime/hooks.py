@@ -19,16 +19,19 @@ from typing import Any, Optional
 
 import mmcv
 import pytorch_lightning as pl
+from mmcv.parallel import MODULE_WRAPPERS
 from mmcv.runner import HOOKS, Hook
+from torch import nn
 
 from ..errors import ConfigError
 from .schedules import _RunnerView, iteration_based
 
-__all__ = ['RUNNER_HOOKS', 'MMCVHooks', 'build_runner_hooks']
+__all__ = ['RUNNER_HOOKS', 'MMCVHooks', 'RunnerModel', 'build_runner_hooks']
 
 #: ``custom_hooks`` types carried out by :class:`MMCVHooks`.
 RUNNER_HOOKS = frozenset({'ExpMomentumEMAHook', 'LinearMomentumEMAHook', 'EMAHook', 'YOLOXModeSwitchHook',
-                          'SyncNormHook', 'SyncRandomSizeHook', 'MemoryProfilerHook', 'SetEpochInfoHook'})
+                          'SyncNormHook', 'SyncRandomSizeHook', 'MemoryProfilerHook', 'SetEpochInfoHook',
+                          'RFSearchHook'})
 
 log = logging.getLogger('lit_mmdet.hooks')
 
@@ -51,11 +54,22 @@ def build_runner_hooks(custom_hooks: Optional[list]) -> list[Hook]:
     return hooks
 
 
+@MODULE_WRAPPERS.register_module()
+class RunnerModel(nn.Module):
+    """The detector as hooks see ``runner.model`` under mmcv: in a module wrapper (mmcv's runner
+    always holds an MMDataParallel / MMDistributedDataParallel), so hooks unwrap it as they do there
+    and module names carry mmcv's ``module.`` prefix (RF-Next writes them to its structure files)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
 class _HookRunnerView(_RunnerView):
     """mmcv's runner as these hooks read it: the mmdet model, the train DataLoader, a logger, and
     ``iter`` as mmcv counts it before (``after=False``) or after an iteration's hooks."""
 
-    def __init__(self, trainer: pl.Trainer, by_epoch: bool, model: Any, after: bool = False) -> None:
+    def __init__(self, trainer: pl.Trainer, by_epoch: bool, model: RunnerModel, after: bool = False) -> None:
         super().__init__(trainer, by_epoch)
         self.model = model
         self.logger = log
@@ -85,7 +99,7 @@ class _HookRunnerView(_RunnerView):
 class _ModelOnly:
     """The ``runner`` of ``before_run``, which happens before Lightning has data or optimizers."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: RunnerModel) -> None:
         self.model = model
         self.logger = log
 
@@ -109,9 +123,15 @@ class MMCVHooks(pl.Callback):
         self.hooks = hooks
         self.by_epoch_runner = by_epoch_runner
         self._ran = False
+        self._wrapped: Optional[RunnerModel] = None
+
+    def _model(self, pl_module: pl.LightningModule) -> RunnerModel:
+        if self._wrapped is None or self._wrapped.module is not pl_module.model:
+            self._wrapped = RunnerModel(pl_module.model)
+        return self._wrapped
 
     def _view(self, trainer: pl.Trainer, pl_module: pl.LightningModule, after: bool = False) -> _HookRunnerView:
-        return _HookRunnerView(trainer, self.by_epoch_runner, pl_module.model, after)
+        return _HookRunnerView(trainer, self.by_epoch_runner, self._model(pl_module), after)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == 'fit' and not self._ran:
@@ -119,7 +139,7 @@ class MMCVHooks(pl.Callback):
             if iteration_based(trainer):  # the Trainer's length wins over the module's config
                 self.by_epoch_runner = False
             for hook in self.hooks:
-                hook.before_run(_ModelOnly(pl_module.model))
+                hook.before_run(_ModelOnly(self._model(pl_module)))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.by_epoch_runner:

@@ -202,3 +202,60 @@ def test_yolox_mode_switch_equals_mmcv_runner(tmp_path):
     trainer.fit(_Module())
     # mmdet switches when (epoch + 1) == max_epochs - num_last_epochs: here from epoch index 1
     assert ours == theirs == [((), False)] + [(('Mosaic', 'MixUp'), True)] * (EPOCHS - 1)
+
+
+RF_SEARCH = dict(type='RFSearchHook', mode='search', rfstructure_file=None, verbose=False, by_epoch=True,
+                 config=dict(search=dict(step=0, max_step=12, search_interval=1, exp_rate=0.5, init_alphas=0.01,
+                                         mmin=1, mmax=24, num_branches=2, skip_layer=[])))
+
+
+@pytest.mark.slow
+def test_rf_search_equals_mmdet_tools_train(tiny_cfg, tmp_path):
+    """RF-Next: ``rfnext_init_model`` wraps the convs at build time (as tools/train.py), the hook
+    searches dilations after each epoch; the searched structure and the weights match mmcv's runner."""
+    import json
+
+    import numpy as np
+    from mmcv.parallel import MMDataParallel
+    from mmdet.core import build_optimizer
+    from mmdet.models import build_detector
+    from mmdet.utils import rfnext_init_model
+
+    from lit_mmdet import LitDetector, MMDetDataModule
+    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    tiny_cfg.custom_hooks = [copy.deepcopy(RF_SEARCH)]
+    tiny_cfg.runner = dict(type='EpochBasedRunner', max_epochs=2)
+    tiny_cfg.evaluation.interval = 100
+
+    # mmdet's tools/train.py: build_detector + init_weights, rfnext_init_model, then the runner
+    lit = LitDetector(tiny_cfg)
+    assert any(type(m).__name__ == 'Conv2dRFSearchOp' for m in lit.model.modules())  # wrapped at build
+    mmdet_cfg = copy.deepcopy(lit.cfg)
+    mmdet_cfg.custom_hooks = [copy.deepcopy(RF_SEARCH)]
+    reference = build_detector(mmdet_cfg.model)
+    reference.init_weights()
+    rfnext_init_model(reference, cfg=mmdet_cfg)
+    reference.load_state_dict(lit.model.state_dict())  # same wrapped structure, same weights
+    data = MMDetDataModule(tiny_cfg, seed=0)
+    data.setup('fit')
+    runner = EpochBasedRunner(model=MMDataParallel(reference), optimizer=build_optimizer(reference, tiny_cfg.optimizer),
+                              work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), max_epochs=2)
+    runner.register_training_hooks(lr_config=copy.deepcopy(tiny_cfg.lr_config),
+                                   optimizer_config=copy.deepcopy(tiny_cfg.optimizer_config))
+    hook_cfg = copy.deepcopy(RF_SEARCH)
+    runner.register_hook(mmcv.build_from_cfg(hook_cfg, HOOKS))
+    np.random.seed(0)
+    with no_runner_sleep():
+        runner.run([data.train_dataloader()], [('train', 1)])
+
+    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu',
+                                                     extra=dict(enable_progress_bar=False)))
+    np.random.seed(0)
+    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    for step in (1, 2):
+        name = f'local_search_config_step{step}.json'
+        ours, theirs = (json.loads((tmp_path / d / name).read_text()) for d in ('lit', 'mmcv'))
+        assert ours['structure'] == theirs['structure'] and ours['structure'], step
+    theirs_params = dict(reference.named_parameters())
+    for name, param in lit.model.named_parameters():
+        torch.testing.assert_close(param, theirs_params[name], rtol=1e-5, atol=1e-7, msg=name)
