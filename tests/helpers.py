@@ -60,6 +60,33 @@ def no_runner_sleep() -> Iterator[None]:
         time.sleep = sleep
 
 
+def run_mmcv_runner(model, cfg, loaders, work_dir: str, workflow=(('train', 1),), hooks=(),
+                    training_hooks: bool = True, **length):
+    """The oracle: mmcv's own runner (Epoch- or IterBasedRunner, as ``length`` says: ``max_epochs``
+    or ``max_iters``) on ``model`` in an MMDataParallel, with mmdet's optimizer and the config's
+    LR and optimizer hooks, ``hooks`` registered after them, ``np.random`` seeded with 0."""
+    import copy
+    import logging
+
+    import numpy as np
+    from mmcv.parallel import MMDataParallel
+    from mmcv.runner import EpochBasedRunner, IterBasedRunner
+    from mmdet.core import build_optimizer
+
+    runner_cls = IterBasedRunner if 'max_iters' in length else EpochBasedRunner
+    runner = runner_cls(model=MMDataParallel(model), optimizer=build_optimizer(model, copy.deepcopy(cfg.optimizer)),
+                        work_dir=work_dir, logger=logging.getLogger('mmcv-runner'), **length)
+    if training_hooks:
+        runner.register_training_hooks(lr_config=copy.deepcopy(cfg.lr_config),
+                                       optimizer_config=copy.deepcopy(cfg.optimizer_config))
+    for hook in hooks:
+        runner.register_hook(hook)
+    np.random.seed(0)
+    with no_runner_sleep():
+        runner.run(list(loaders), list(workflow))
+    return runner
+
+
 def lifted_detector(cfg):
     """A SOLO whose untrained head still predicts something (scores and masks lifted)."""
     import torch

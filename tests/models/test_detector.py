@@ -17,7 +17,7 @@ from mmdet.utils import build_dp
 from lit_mmdet import LitDetector, MMDetDataModule, load_config
 from lit_mmdet.data import unwrap_batch
 from lit_mmdet.models.detector import scaled_lr
-from tests.helpers import ROOT, SHAPES_CONFIG, lifted_detector, no_runner_sleep, tiny_options
+from tests.helpers import ROOT, SHAPES_CONFIG, lifted_detector, run_mmcv_runner, tiny_options
 
 
 def _first_batch(cfg, split='train'):
@@ -158,9 +158,6 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     (grad clip) and LR hook (warmup + cosine), same weights and batches: the same weights after.
     The module is built before the Trainer shortens the run to 2 iterations: the schedule must
     follow the Trainer's length."""
-    from mmcv.parallel import MMDataParallel
-    from mmcv.runner import IterBasedRunner
-
     from lit_mmdet.runtime import TrainerOptions, build_trainer
     tiny_cfg.optimizer_config.grad_clip = dict(max_norm=0.5, norm_type=2)  # clipping really happens
     tiny_cfg.evaluation.interval = 100
@@ -170,13 +167,7 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
 
     data = MMDetDataModule(tiny_cfg, seed=0)
     data.setup('fit')
-    runner = IterBasedRunner(model=MMDataParallel(reference), optimizer=build_optimizer(reference, tiny_cfg.optimizer),
-                             work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), max_iters=2)
-    runner.register_training_hooks(lr_config=copy.deepcopy(tiny_cfg.lr_config),
-                                   optimizer_config=copy.deepcopy(tiny_cfg.optimizer_config))
-    np.random.seed(0)
-    with no_runner_sleep():
-        runner.run([data.train_dataloader()], [('train', 1)])
+    run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'), max_iters=2)
 
     trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2,
                                                      extra=dict(enable_progress_bar=False)))
@@ -191,8 +182,7 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
 def test_module_modes_equal_mmcv_runner_with_norm_eval_and_frozen_stages(tiny_cfg, tmp_path):
     """mmcv's runners call ``model.train()``, so mmdet's ResNet keeps its BatchNorms (``norm_eval``)
     and frozen stages in eval mode; every module's mode matches at every step, after validation too."""
-    from mmcv.parallel import MMDataParallel
-    from mmcv.runner import Hook, IterBasedRunner
+    from mmcv.runner import Hook
 
     from lit_mmdet.runtime import TrainerOptions, build_trainer
     tiny_cfg.model.backbone = dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
@@ -213,11 +203,8 @@ def test_module_modes_equal_mmcv_runner_with_norm_eval_and_frozen_stages(tiny_cf
 
     data = MMDetDataModule(tiny_cfg, seed=0)
     data.setup('fit')
-    runner = IterBasedRunner(model=MMDataParallel(reference), optimizer=build_optimizer(reference, tiny_cfg.optimizer),
-                             work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), max_iters=2)
-    runner.register_hook(_Record())
-    with no_runner_sleep():
-        runner.run([data.train_dataloader()], [('train', 1)])
+    run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'), hooks=[_Record()],
+                    training_hooks=False, max_iters=2)
 
     class _RecordLit(pl.Callback):
         def __init__(self):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
 from lit_mmdet.runtime.hooks import MMCVHooks, build_runner_hooks
-from tests.helpers import no_runner_sleep
+from tests.helpers import no_runner_sleep, run_mmcv_runner
 
 EPOCHS, BATCHES = 3, 4
 
@@ -216,8 +216,6 @@ def test_rf_search_equals_mmdet_tools_train(tiny_cfg, tmp_path):
     import json
 
     import numpy as np
-    from mmcv.parallel import MMDataParallel
-    from mmdet.core import build_optimizer
     from mmdet.models import build_detector
     from mmdet.utils import rfnext_init_model
 
@@ -238,15 +236,8 @@ def test_rf_search_equals_mmdet_tools_train(tiny_cfg, tmp_path):
     reference.load_state_dict(lit.model.state_dict())  # same wrapped structure, same weights
     data = MMDetDataModule(tiny_cfg, seed=0)
     data.setup('fit')
-    runner = EpochBasedRunner(model=MMDataParallel(reference), optimizer=build_optimizer(reference, tiny_cfg.optimizer),
-                              work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), max_epochs=2)
-    runner.register_training_hooks(lr_config=copy.deepcopy(tiny_cfg.lr_config),
-                                   optimizer_config=copy.deepcopy(tiny_cfg.optimizer_config))
-    hook_cfg = copy.deepcopy(RF_SEARCH)
-    runner.register_hook(mmcv.build_from_cfg(hook_cfg, HOOKS))
-    np.random.seed(0)
-    with no_runner_sleep():
-        runner.run([data.train_dataloader()], [('train', 1)])
+    run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'),
+                    hooks=[mmcv.build_from_cfg(copy.deepcopy(RF_SEARCH), HOOKS)], max_epochs=2)
 
     trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu',
                                                      extra=dict(enable_progress_bar=False)))

@@ -8,16 +8,14 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from mmcv.parallel import MMDataParallel
-from mmcv.runner import HOOKS, EpochBasedRunner, IterBasedRunner
-from mmdet.core import build_optimizer
+from mmcv.runner import HOOKS
 
 from lit_mmdet import ConfigError, MMDetDataModule
 from lit_mmdet.runtime import TrainerOptions, build_trainer
 from lit_mmdet.runtime.optimizer_hooks import (GradientAccumulation, MMCVGradScaler, fp16_precision,
                                                optimizer_hook_config)
 from lit_mmdet.runtime.trainer import _precision
-from tests.helpers import lifted_detector, no_runner_sleep
+from tests.helpers import lifted_detector, run_mmcv_runner
 
 
 # ------------------------------------------------------------------ gradient accumulation
@@ -36,18 +34,12 @@ def test_accumulation_schedule_is_mmcv_hooks(cumulative_iters, max_iters):
     assert (ours.divisible_iters, ours.remainder_iters) == (hook.divisible_iters, hook.remainder_iters)
 
 
-def _mmcv_weights(cfg, runner_cls, tmp_path, **length):
+def _mmcv_weights(cfg, tmp_path, **length):
     """The detector's weights after mmcv's runner trains it with the config's hooks."""
     lit = lifted_detector(cfg)
     data = MMDetDataModule(cfg, seed=0)
     data.setup('fit')
-    runner = runner_cls(model=MMDataParallel(lit.model), optimizer=build_optimizer(lit.model, cfg.optimizer),
-                        work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'), **length)
-    runner.register_training_hooks(lr_config=copy.deepcopy(cfg.lr_config),
-                                   optimizer_config=copy.deepcopy(cfg.optimizer_config))
-    np.random.seed(0)
-    with no_runner_sleep():
-        runner.run([data.train_dataloader()], [('train', 1)])
+    run_mmcv_runner(lit.model, cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'), **length)
     return dict(lit.model.named_parameters())
 
 
@@ -68,8 +60,7 @@ def test_accumulated_updates_equal_mmcv_runner(tiny_cfg, tmp_path, runner, grad_
     tiny_cfg.evaluation.interval = 100
     tiny_cfg.runner = runner
     kind = runner.pop('type')
-    theirs = _mmcv_weights(tiny_cfg, EpochBasedRunner if kind == 'EpochBasedRunner' else IterBasedRunner,
-                           tmp_path, **runner)
+    theirs = _mmcv_weights(tiny_cfg, tmp_path, **runner)
 
     lit = lifted_detector(tiny_cfg)
     initial = {k: v.detach().clone() for k, v in lit.model.named_parameters()}

@@ -1,20 +1,17 @@
 """``workflow`` under Lightning == mmcv's EpochBasedRunner running the same phases."""
 import copy
-import logging
 
 import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from mmcv.parallel import MMDataParallel
-from mmcv.runner import EpochBasedRunner, Hook
-from mmdet.core import build_optimizer
+from mmcv.runner import Hook
 from mmdet.datasets import build_dataloader, build_dataset
 
 from lit_mmdet import ConfigError, MMDetDataModule
 from lit_mmdet.runtime import TrainerOptions, build_trainer
 from lit_mmdet.runtime.workflow import workflow_val_phase
-from tests.helpers import lifted_detector, no_runner_sleep
+from tests.helpers import lifted_detector, run_mmcv_runner
 
 
 class _ValLosses(Hook):
@@ -40,16 +37,9 @@ def _mmcv_run(cfg, tmp_path):
     val_cfg.pipeline = data.cfg.data.train.pipeline
     val_loader = build_dataloader(build_dataset(val_cfg), samples_per_gpu=2, workers_per_gpu=0, num_gpus=1,
                                   dist=False, seed=0, runner_type='EpochBasedRunner', persistent_workers=False)
-    runner = EpochBasedRunner(model=MMDataParallel(lit.model), optimizer=build_optimizer(lit.model, cfg.optimizer),
-                              work_dir=str(tmp_path / 'mmcv'), logger=logging.getLogger('mmcv-runner'),
-                              max_epochs=cfg.runner.max_epochs)
-    runner.register_training_hooks(lr_config=copy.deepcopy(cfg.lr_config),
-                                   optimizer_config=copy.deepcopy(cfg.optimizer_config))
     record = _ValLosses()
-    runner.register_hook(record)
-    np.random.seed(0)
-    with no_runner_sleep():
-        runner.run([data.train_dataloader(), val_loader], cfg.workflow)
+    run_mmcv_runner(lit.model, cfg, [data.train_dataloader(), val_loader], str(tmp_path / 'mmcv'),
+                    workflow=cfg.workflow, hooks=[record], max_epochs=cfg.runner.max_epochs)
     return record.seen, dict(lit.model.named_parameters())
 
 
