@@ -8,14 +8,16 @@ For every model family in the installed mmdet's ``.mim/configs`` (one base confi
 COCO-format dataset (``lit_mmdet.datasets.shapes``, 3 classes, ``--size`` px):
 
 * **mmdet**: ``build_detector`` + ``init_weights``, two ``train_step`` calls through
-  ``MMDataParallel`` with the config's optimizer, then ``single_gpu_test`` and
+  ``MMDataParallel`` with the config's optimizer (a non-finite loss stops it, as mmdet's
+  ``CheckInvalidLossHook`` and lit_mmdet do), then ``single_gpu_test`` and
   ``dataset.evaluate`` (the config's metric) on the validation images;
 * **lit_mmdet**: ``LitDetector`` + ``MMDetDataModule`` + ``build_trainer`` (the ``train.py``
   path): two iterations, one validation with ``dataset.evaluate``.
 
 The config is adapted the same way for both: no pretrained weights, every ``num_classes`` set
-to 3, the innermost dataset pointed at the shapes data (its own pipelines kept, image scales
-shrunk), batch 2, no workers. Each family runs in its own process with a timeout. The table
+to 3, the innermost dataset pointed at the shapes data as a CocoDataset (its own pipelines kept,
+image scales above 320 px shrunk), batch 2, no workers. Where a family has configs that need only
+COCO instances, one of those is checked (not HTC/SCNet's semantic maps or Fast R-CNN's proposals). Each family runs in its own process with a timeout. The table
 says for each family whether it passes under mmdet and under lit_mmdet, and the first error
 line when not.
 """
@@ -186,6 +188,9 @@ def run_mmdet(cfg: Any) -> None:
     model.train()
     for i, batch in enumerate(loader):
         outputs = model.train_step(batch, optimizer)
+        if not torch.isfinite(outputs['loss']):  # mmdet's CheckInvalidLossHook (lit_mmdet always checks)
+            raise RuntimeError(f"CheckInvalidLossHook: loss become infinite or NaN at iteration {i}: "
+                               f"{outputs['log_vars']}")
         optimizer.zero_grad()
         outputs['loss'].backward()
         optimizer.step()
