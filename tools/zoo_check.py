@@ -51,7 +51,7 @@ def base_config(family_dir: str) -> Optional[str]:
         return None
     # configs that need more than COCO instances (semantic maps: HTC/SCNet; precomputed proposals:
     # Fast R-CNN) only where the family has nothing else
-    plain = [n for n in names if not n.startswith(('htc', 'scnet')) and 'fast_rcnn' not in n] or names
+    plain = [n for n in names if 'htc' not in n and 'scnet' not in n and 'fast_rcnn' not in n] or names
     preferred = [n for n in plain if 'r50_fpn_1x_coco' in n] or [n for n in plain if '_coco' in n] or plain
     return osp.join(family_dir, min(preferred, key=lambda n: (len(n), n)))
 
