@@ -45,13 +45,13 @@ class OptimizerHookConfig:
         fp16: Mixed precision with a loss scaler (Lightning ``16-mixed``).
         loss_scale: ``Fp16OptimizerHook``'s ``loss_scale`` (float, ``'dynamic'`` or GradScaler kwargs).
         cumulative_iters: Iterations per optimizer step (1: no accumulation).
-        grad_clip: ``clip_grad_norm_`` kwargs, or None.
+
+    ``grad_clip`` is read where it is applied (``LitDetector.configure_gradient_clipping``).
     """
 
     fp16: bool = False
     loss_scale: Union[float, str, Mapping[str, Any]] = 512.
     cumulative_iters: int = 1
-    grad_clip: Optional[Mapping[str, Any]] = None
 
 
 def optimizer_hook_config(cfg: Config) -> OptimizerHookConfig:
@@ -78,7 +78,7 @@ def optimizer_hook_config(cfg: Config) -> OptimizerHookConfig:
     loss_scale = dict(fp16_cfg or {}).get('loss_scale', optimizer_config.get('loss_scale', 512.))
     loss_scaler_kwargs(loss_scale)  # validated now, not at the first step
     return OptimizerHookConfig(fp16=fp16 or fp16_cfg is not None, loss_scale=loss_scale,
-                               cumulative_iters=cumulative_iters, grad_clip=optimizer_config.get('grad_clip'))
+                               cumulative_iters=cumulative_iters)
 
 
 class GradientAccumulation:
