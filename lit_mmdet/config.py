@@ -7,17 +7,18 @@ under lit_mmdet as under mmdet's own runner.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import os.path as osp
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 from . import _compat  # noqa: F401  (numpy aliases before mmcv/mmdet)
 from .errors import ConfigError
 
 import mmcv
-from mmcv import Config, ConfigDict, DictAction
+from mmcv import Config, ConfigDict
+
+from .adapters.mmcv import config_dict, file2dict_wrapped, parse_option_value
 
 __all__ = ['load_config', 'parse_cfg_options', 'resolve_scoped_path', 'to_container', 'PACKAGE_CONFIG_ROOTS']
 
@@ -60,21 +61,15 @@ def resolve_scoped_path(filename: str) -> str:
     return path
 
 
-@contextlib.contextmanager
-def _scoped_bases() -> Iterator[None]:
+def _scoped_bases() -> Any:
     """Let mmcv's ``Config._file2dict`` follow ``'mmdet::'`` bases while loading."""
-    original = Config.__dict__['_file2dict']
-
-    def _file2dict(filename, use_predefined_variables=True):
-        if '::' in str(filename):
-            filename = resolve_scoped_path(str(filename))
-        return original.__func__(filename, use_predefined_variables)
-
-    Config._file2dict = staticmethod(_file2dict)
-    try:
-        yield
-    finally:
-        Config._file2dict = original
+    def wrap(original):
+        def _file2dict(filename, use_predefined_variables=True):
+            if '::' in str(filename):
+                filename = resolve_scoped_path(str(filename))
+            return original(filename, use_predefined_variables)
+        return _file2dict
+    return file2dict_wrapped(wrap)
 
 
 def parse_cfg_options(options: Union[None, Sequence[str], Mapping[str, Any]]) -> dict:
@@ -97,7 +92,7 @@ def parse_cfg_options(options: Union[None, Sequence[str], Mapping[str, Any]]) ->
             raise ConfigError(f"--cfg-options '{item}': expected key=value, "
                               f"e.g. optimizer.lr=0.01")
         key, value = item.split('=', maxsplit=1)
-        parsed[key] = DictAction._parse_iterable(value)
+        parsed[key] = parse_option_value(value)
     return parsed
 
 
@@ -151,7 +146,7 @@ def load_config(config: ConfigLike,
     from mmdet.utils import replace_cfg_vals, update_data_root
 
     if isinstance(config, Config):
-        cfg, source = Config(config._cfg_dict.to_dict(), filename=config.filename), config.filename
+        cfg, source = Config(config_dict(config).to_dict(), filename=config.filename), config.filename
     elif isinstance(config, Mapping):
         cfg, source = Config(dict(config)), '<dict config>'
     else:
@@ -168,5 +163,5 @@ def load_config(config: ConfigLike,
 
 def to_container(cfg: Union[Config, ConfigDict]) -> dict:
     """A plain ``dict`` copy of a config (for checkpoints and hyper-parameters)."""
-    data = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+    data = config_dict(cfg) if isinstance(cfg, Config) else cfg
     return mmcv.ConfigDict(data).to_dict()

@@ -20,7 +20,9 @@ from mmcv import Config
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from typing_extensions import override
 
+from ..adapters.lightning import wandb_run_started
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -109,13 +111,16 @@ class DetWandbLogger(WandbLogger):
         self._log_checkpoint_metadata = log_checkpoint_metadata
         self._eval_metrics: dict[str, float] = {}
 
+    @override
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         self._eval_metrics.update({k: float(v) for k, v in metrics.items()
                                    if k.startswith('val/') and isinstance(v, (int, float, torch.Tensor))})
         super().log_metrics(metrics, step)
 
+    @override
     def _scan_and_log_checkpoints(self, checkpoint_callback: ModelCheckpoint) -> None:
+        # a private WandbLogger method (and its _checkpoint_name, _logged_model_time): tests/adapters checks them
         import wandb
         from pytorch_lightning.loggers.utilities import _scan_checkpoints as scan
 
@@ -152,7 +157,7 @@ def log_run_files(loggers: list[Logger], config_file: str) -> None:
 def finish_wandb(loggers: list[Logger], plots: Optional[list[str]] = None) -> None:
     """Log the PNG plots to W&B (``plots/<name>``) and close the W&B run (files flushed)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if isinstance(logger, WandbLogger) and wandb_run_started(logger):
             import wandb
             if plots:
                 logger.experiment.log({f'plots/{osp.splitext(osp.basename(p))[0]}': wandb.Image(p)
