@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 import mmcv
 import numpy as np
 
-from .models.inference import format_result
+from .results import format_result
 
 __all__ = ['EvalSample', 'eval_samples', 'ground_truth', 'save_png', 'wandb_images']
 

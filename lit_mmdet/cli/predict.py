@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import mmcv
 
     from ..models.checkpoint import load_detector
-    from ..models.inference import coco_records, collect_images, format_result
+    from ..results import coco_records, collect_images, format_result
 
     model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint).to(args.device)
     images = collect_images(args.inputs)

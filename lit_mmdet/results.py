@@ -1,4 +1,7 @@
-"""Inputs and outputs of inference: image lists in, per-image boxes/scores/labels/masks out."""
+"""Results of inference, one owner: image lists in, per-image boxes/scores/labels/masks and COCO records out.
+
+Prediction (``LitDetector.predict``, ``predict.py``) and drawing (``visualization.py``) both read mmdet
+results through this module."""
 from __future__ import annotations
 
 import os
@@ -7,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ['IMAGE_EXTENSIONS', 'collect_images', 'format_result', 'coco_records']
 

@@ -1,4 +1,4 @@
-"""``python -m lit_mmdet.export CHECKPOINT.ckpt OUT.pth``: a lit_mmdet checkpoint as an mmdet 2.x one.
+"""``python export.py CHECKPOINT.ckpt OUT.pth``: a lit_mmdet checkpoint as an mmdet 2.x one.
 
 Writes ``OUT.pth`` (``state_dict`` + ``meta`` with ``CLASSES`` and the config text, as
 mmdet's runner saves) and ``OUT.py`` (the config), which mmdet's
@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from . import _compat  # noqa: F401
-from .cli.common import run_main
+from .. import _compat  # noqa: F401
+from .common import run_main
 
 __all__ = ['main']
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .models.checkpoint import export_mmdet_checkpoint
+    from ..models.checkpoint import export_mmdet_checkpoint
 
     out, config = export_mmdet_checkpoint(args.checkpoint, args.out, trust=args.trust_checkpoint)
     print(f'wrote {out} and {config}')
@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m lit_mmdet.export', description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(prog="export.py", description=__doc__.split('\n')[0])
     parser.add_argument('checkpoint', help='lit_mmdet Lightning checkpoint (.ckpt)')
     parser.add_argument('out', help='mmdet checkpoint to write (.pth); the config goes beside it (.py)')
     parser.add_argument('--trust-checkpoint', action='store_true',

@@ -1,7 +1,7 @@
 """format_result on each result layout mmdet 2.x models return."""
 import numpy as np
 
-from lit_mmdet.models.inference import format_result
+from lit_mmdet.results import format_result
 
 
 def test_rpn_proposals_are_one_class_agnostic_array():
