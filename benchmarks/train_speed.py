@@ -56,6 +56,7 @@ def run_mmdet(args, data_dir, work_dir):
 
     from lit_mmdet.evaluation import EVAL_HOOK_KEYS
     from lit_mmdet.models import build_model
+    from lit_mmdet.models.builder import fill_neck_in_channels
 
     cfg = _config(args, data_dir, work_dir)
     setup_multi_processes(cfg)  # as tools/train.py (lit_mmdet's build_trainer does the same)
@@ -75,7 +76,8 @@ def run_mmdet(args, data_dir, work_dir):
             ends.append(state['end'])
 
     cfg.custom_hooks = [dict(type='_BenchTimer', priority='LOWEST')]
-    model = build_model(cfg)  # build_detector + init_weights (neck channels filled)
+    fill_neck_in_channels(cfg.model)
+    model = build_model(cfg)  # build_detector + init_weights
     dataset = build_dataset(cfg.data.train)
     try:
         train_detector(model, [dataset], cfg, distributed=False, validate=False)
@@ -92,8 +94,8 @@ def run_mmdet(args, data_dir, work_dir):
 def run_lit(args, data_dir, work_dir):
     import pytorch_lightning as pl
 
-    from lit_mmdet import LitDetector, MMDetDataModule
-    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    from lit_mmdet import LitDetector, MMDetDataModule, RunSettings, resolve_run
+    from lit_mmdet.runtime.trainer import build_trainer
 
     cfg = _config(args, data_dir, work_dir)
     pl.seed_everything(0, verbose=False)
@@ -108,11 +110,11 @@ def run_lit(args, data_dir, work_dir):
             state['end'] = time.perf_counter()
             ends.append(state['end'])
 
-    opts = TrainerOptions(work_dir=work_dir, accelerator='cpu', devices=1, max_iters=args.iters,
-                          extra=dict(enable_progress_bar=False))
-    trainer = build_trainer(cfg, opts, callbacks=[_BenchTimer()])
-    model = LitDetector(cfg)
-    data = MMDetDataModule(model.cfg, seed=0)
+    plan = resolve_run(cfg, settings=RunSettings(work_dir, accelerator='cpu', devices=1, max_iters=args.iters,
+                                                 seed=0))
+    trainer = build_trainer(plan, callbacks=[_BenchTimer()], enable_progress_bar=False)
+    model = LitDetector(plan)
+    data = MMDetDataModule(plan)
     trainer.fit(model, datamodule=data)
     start = time.perf_counter()
     trainer.validate(model, datamodule=data, verbose=False)

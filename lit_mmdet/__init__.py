@@ -8,6 +8,9 @@ from .config import load_config
 from .data import MMDetDataModule
 from .errors import ConfigError
 from .models import LitDetector, TIMMBackbone
+from .plan import RunPlan, RunSettings, resolve_run
+from .training import TrainResult, train
 
-__all__ = ['load_config', 'LitDetector', 'MMDetDataModule', 'TIMMBackbone', 'ConfigError']
+__all__ = ['load_config', 'resolve_run', 'RunPlan', 'RunSettings', 'LitDetector', 'MMDetDataModule', 'TIMMBackbone',
+           'train', 'TrainResult', 'ConfigError']
 __version__ = '0.1.0'

@@ -20,6 +20,7 @@ def shapes_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture()
-def tiny_cfg(shapes_dir):
+def tiny_cfg(shapes_dir, tmp_path):
+    """The tiny shapes config; its work dir (checkpoints, plots of any Trainer) is the test's tmp_path."""
     from lit_mmdet import load_config
-    return load_config(SHAPES_CONFIG, tiny_options(shapes_dir))
+    return load_config(SHAPES_CONFIG, tiny_options(shapes_dir, work_dir=str(tmp_path / 'work_dir')))

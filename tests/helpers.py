@@ -61,10 +61,11 @@ def no_runner_sleep() -> Iterator[None]:
 
 
 def run_mmcv_runner(model, cfg, loaders, work_dir: str, workflow=(('train', 1),), hooks=(),
-                    training_hooks: bool = True, **length):
+                    training_hooks: bool = True, custom_hooks=None, **length):
     """The oracle: mmcv's own runner (Epoch- or IterBasedRunner, as ``length`` says: ``max_epochs``
     or ``max_iters``) on ``model`` in an MMDataParallel, with mmdet's optimizer and the config's
-    LR and optimizer hooks, ``hooks`` registered after them, ``np.random`` seeded with 0."""
+    LR and optimizer hooks (+ ``custom_hooks`` configs, registered by mmcv), ``hooks`` registered
+    after them, ``np.random`` seeded with 0."""
     import copy
     import logging
 
@@ -78,7 +79,8 @@ def run_mmcv_runner(model, cfg, loaders, work_dir: str, workflow=(('train', 1),)
                         work_dir=work_dir, logger=logging.getLogger('mmcv-runner'), **length)
     if training_hooks:
         runner.register_training_hooks(lr_config=copy.deepcopy(cfg.lr_config),
-                                       optimizer_config=copy.deepcopy(cfg.optimizer_config))
+                                       optimizer_config=copy.deepcopy(cfg.optimizer_config),
+                                       custom_hooks_config=copy.deepcopy(custom_hooks))
     for hook in hooks:
         runner.register_hook(hook)
     np.random.seed(0)

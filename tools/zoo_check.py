@@ -115,7 +115,9 @@ def _innermost(split_cfg: Any) -> Any:
 
 def adapt(cfg: Any, data_dir: str, size: int, work_dir: str) -> Any:
     from mmcv import Config
-    raw = cfg._cfg_dict.to_dict()
+
+    from lit_mmdet.adapters.mmcv import config_dict
+    raw = config_dict(cfg).to_dict()
     raw['model'] = _walk(raw['model'], _no_pretrained_three_classes)
     raw['model'] = _walk(raw['model'], lambda n: n)  # copy
     data = raw['data']
@@ -211,16 +213,14 @@ def run_lit(cfg: Any, work_dir: str) -> None:
 
     import torch
 
-    from lit_mmdet import LitDetector, MMDetDataModule
-    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    from lit_mmdet import LitDetector, MMDetDataModule, RunSettings, resolve_run
+    from lit_mmdet.runtime.trainer import build_trainer
 
-    cfg = copy.deepcopy(cfg)
+    plan = resolve_run(copy.deepcopy(cfg), settings=RunSettings(work_dir, accelerator='cpu', max_iters=2, seed=0))
     torch.manual_seed(0)
-    trainer = build_trainer(cfg, TrainerOptions(work_dir, accelerator='cpu', max_iters=2,
-                                                extra=dict(enable_progress_bar=False,
-                                                           enable_model_summary=False)))
-    model = LitDetector(cfg)
-    trainer.fit(model, datamodule=MMDetDataModule(model.cfg, seed=0))
+    trainer = build_trainer(plan, enable_progress_bar=False, enable_model_summary=False)
+    model = LitDetector(plan)
+    trainer.fit(model, datamodule=MMDetDataModule(plan))
 
 
 def check_one(config: str, data_dir: str, size: int, work_dir: str) -> dict:

@@ -40,20 +40,22 @@ def run(args: argparse.Namespace) -> int:
     import mmcv
     import pytorch_lightning as pl
 
+    from ..config import parse_cfg_options
     from ..data import MMDetDataModule
     from ..models.checkpoint import load_detector
-    from ..runtime import TrainerOptions, device_kwargs
+    from ..plan import RunSettings
+    from ..runtime.trainer import device_kwargs
 
-    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint)
+    options = parse_cfg_options(args.cfg_options)
     if args.metrics:
-        model.cfg.setdefault('evaluation', {})['metric'] = list(args.metrics)
+        options['evaluation.metric'] = list(args.metrics)
+    model = load_detector(args.config, args.checkpoint, options or None, trust=args.trust_checkpoint)
     work_dir = args.work_dir or _default_work_dir(args.config, args.checkpoint)
-    devices = device_kwargs(TrainerOptions(work_dir=work_dir, gpus=args.gpus,
-                                           accelerator=args.accelerator, devices=args.devices),
+    devices = device_kwargs(RunSettings(gpus=args.gpus, accelerator=args.accelerator, devices=args.devices),
                             model.cfg)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                          default_root_dir=work_dir, **devices)
-    (metrics,) = trainer.test(model, datamodule=MMDetDataModule(model.cfg), verbose=False)
+    (metrics,) = trainer.test(model, datamodule=MMDetDataModule(model.plan), verbose=False)
     if trainer.is_global_zero:
         metrics = {k.split('/', 1)[1]: float(v) for k, v in metrics.items()}
         os.makedirs(work_dir, exist_ok=True)

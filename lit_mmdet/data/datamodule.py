@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os.path as osp
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch.distributed as dist
@@ -20,11 +20,15 @@ from mmcv import Config
 from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
 from mmdet.utils import compat_cfg
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from ..config import ConfigLike, load_config
 from ..errors import ConfigError, unknown_type_error
 from .bad_images import guard_images
 from .samplers import resumable_loader
+
+if TYPE_CHECKING:
+    from ..plan import RunPlan
 
 __all__ = ['MMDetDataModule']
 
@@ -66,25 +70,30 @@ class MMDetDataModule(pl.LightningDataModule):
     """Datasets and loaders of an mmdet 2.x config.
 
     Args:
-        config: A config path, mmcv ``Config`` or config dict.
+        config: The run's :class:`~lit_mmdet.plan.RunPlan` (its config and seed), or a config
+            path, mmcv ``Config`` or config dict (read, never changed).
         seed: Seed for the samplers and worker init (mmdet's ``cfg.seed``); defaults
-            to ``cfg.seed``.
+            to the plan's / ``cfg.seed``.
 
     Attributes:
         cfg: The config after mmdet's ``compat_cfg`` (loader args under
             ``data.{train,val,test}_dataloader``).
     """
 
-    def __init__(self, config: ConfigLike, seed: Optional[int] = None) -> None:
+    def __init__(self, config: Union['RunPlan', ConfigLike], seed: Optional[int] = None) -> None:
         super().__init__()
-        cfg = config if isinstance(config, Config) else load_config(config)
+        from ..plan import RunPlan
+        if isinstance(config, RunPlan):
+            cfg, seed = config.cfg, config.seed if seed is None else seed
+        else:
+            cfg = config if isinstance(config, Config) else load_config(config)
         data = cfg.get('data') or {}
         for split in ('train', 'val', 'test'):  # mmdet's compat_cfg needs all three
             if split not in data:
                 raise ConfigError(f'config has no data.{split}; mmdet 2.x configs need data.train, '
                                   f'data.val and data.test, e.g. data=dict({split}=dict(type=..., '
                                   f'ann_file=..., img_prefix=..., pipeline=...))')
-        self.cfg = compat_cfg(cfg)
+        self.cfg = compat_cfg(cfg)  # a copy: the plan's config stays as resolved
         self.seed = seed if seed is not None else self.cfg.get('seed')
         #: ``data.skip_bad_images``: skip (and count) unreadable training images instead of stopping.
         self.skip_bad_images = bool(self.cfg.data.get('skip_bad_images', False))
@@ -100,6 +109,7 @@ class MMDetDataModule(pl.LightningDataModule):
             split_cfg.pipeline = replace_ImageToTensor(split_cfg.pipeline)
         return guard_images(_build_dataset(split_cfg, f'data.{split}', dict(test_mode=True)), f'data.{split}')
 
+    @override
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, 'fit'):
             if self.train_dataset is None:
@@ -123,6 +133,7 @@ class MMDetDataModule(pl.LightningDataModule):
         return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
                             runner_type='EpochBasedRunner')
 
+    @override
     def train_dataloader(self) -> DataLoader:
         """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
         (``loader.batch_sampler.sampler``), so an interrupted epoch resumes exactly."""
@@ -140,11 +151,14 @@ class MMDetDataModule(pl.LightningDataModule):
     def _eval_loader(self, dataset: Any, split: str) -> DataLoader:
         return self._loader(dataset, split, samples_per_gpu=1, workers_per_gpu=2, shuffle=False)
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_dataset, 'val')
 
+    @override
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_dataset, 'test')
 
+    @override
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

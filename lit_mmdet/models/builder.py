@@ -121,14 +121,12 @@ def classes_from_config(cfg: Config) -> Optional[tuple[str, ...]]:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """``build_detector`` + ``init_weights`` (+ ``rfnext_init_model``) as mmdet's ``tools/train.py``,
-    after channel wiring.
+    """``build_detector`` + ``init_weights`` (+ ``rfnext_init_model``) as mmdet's ``tools/train.py``.
 
-    ``cfg.model`` is updated in place (``in_channels`` filled), so the stored and
-    exported config are concrete and load in plain mmdet.
+    ``cfg`` is a resolved config (:func:`~lit_mmdet.plan.resolve_run` filled the neck's
+    ``in_channels``, so the stored and exported config are concrete and load in plain mmdet).
     """
     try:
-        fill_neck_in_channels(cfg.model)
         model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
     except KeyError as exc:
         raise unknown_type_error(exc, 'model') or exc from None

@@ -8,7 +8,7 @@
   model zoo file) and reports missing / unexpected / mismatched keys.
 * :func:`load_detector` opens either kind for ``test.py`` / ``predict.py``.
 
-Usage: ``python -m lit_mmdet.export K.ckpt out.pth``.
+Usage: ``python export.py K.ckpt out.pth``.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Optional
 import torch
 from mmcv import Config
 from mmcv.runner import save_checkpoint
-from mmcv.runner.checkpoint import _load_checkpoint
 
+from ..adapters.mmcv import load_any_checkpoint
 from ..config import ConfigLike
 from ..errors import ConfigError
 from .builder import without_weight_loading
@@ -90,7 +90,7 @@ def read_checkpoint(path: str, trust: bool = False, mmap: bool = False) -> dict:
 def _read_checkpoint(path: str, trust: bool = False) -> tuple[dict, dict]:
     """``(state_dict without 'module.' prefixes, meta)`` of an mmcv/mmdet checkpoint."""
     if '://' in path:  # mmcv's loaders: open-mmlab://, http(s)://, s3://, ...
-        checkpoint = _load_checkpoint(path, map_location='cpu')
+        checkpoint = load_any_checkpoint(path)
     else:
         checkpoint = read_checkpoint(path, trust)
     state = checkpoint.get('state_dict', checkpoint)

@@ -4,9 +4,14 @@ Loss and inference stay mmdet's: ``training_step`` is the detector's own
 ``train_step`` (forward with ``return_loss=True`` + ``_parse_losses``),
 validation and test are mmdet's ``simple_test`` path (``return_loss=False,
 rescale=True``) followed by ``dataset.evaluate``. The optimizer is mmdet's
-``build_optimizer``; ``lr_config``/``momentum_config`` run through mmcv's own
-updater hooks; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call and
+``build_optimizer``; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call and
 ``cumulative_iters`` mmcv's gradient accumulation (``runtime/optimizer_hooks.py``).
+
+Everything mmcv's runner did for a run that Lightning lets a module own comes from
+:meth:`LitDetector.configure_callbacks`, whatever Trainer runs it: the hook driver (LR/momentum
+schedules and every ``custom_hooks`` entry), the checkpoints of ``checkpoint_config`` /
+``evaluation.save_best``, exact-resume state with SIGTERM handling, validation images and
+skipped-image counts.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import copy
 import itertools
 import logging
 import math
+import os.path as osp
 import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -24,15 +30,20 @@ from mmcv import Config
 from mmdet.core import build_optimizer
 from torch.nn.utils import clip_grad_norm_
 
-from ..config import ConfigLike, load_config, to_container
+from typing_extensions import override
+
+from ..adapters.lightning import writes_logs
+from ..config import ConfigLike, to_container
 from ..data.batch import unwrap_batch
-from ..errors import TrainingError, unknown_type_error
+from ..errors import ConfigError, TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
-from ..runtime.hooks import MMCVHooks, build_runner_hooks
-from ..runtime.optimizer_hooks import GradientAccumulation, optimizer_hook_config
-from ..runtime.schedules import MMCVScheduleCallback, build_schedule_hooks, runner_max_iters
+from ..plan import RunPlan, resolve_run
+from ..results import collect_images, format_result
+from ..runtime.optimizer_hooks import GradientAccumulation
+from ..runtime.callbacks import EvalImages, ResumeState, SkippedImagesLog
+from ..runtime.checkpoints import checkpoint_callbacks
+from ..runtime.hook_driver import HookDriver, build_hooks
 from .builder import build_model, check_num_classes
-from .inference import collect_images, format_result
 
 __all__ = ['LitDetector', 'scaled_lr']
 
@@ -54,29 +65,39 @@ class LitDetector(pl.LightningModule):
     """Train, validate, test and predict with any mmdet 2.x detector config.
 
     Args:
-        config: A config path, an mmcv ``Config`` or a config dict (as stored in
-            this module's checkpoints, so ``load_from_checkpoint`` needs no file).
+        config: A :class:`~lit_mmdet.plan.RunPlan`, or a config path, an mmcv ``Config`` or a
+            config dict (as stored in this module's checkpoints, so ``load_from_checkpoint`` needs
+            no file), resolved with :func:`~lit_mmdet.plan.resolve_run`.
         cfg_options: ``--cfg-options`` style overrides (``['optimizer.lr=0.01']``).
 
     Attributes:
-        cfg: The processed mmcv ``Config`` (neck ``in_channels`` filled in).
+        plan: The run's :class:`~lit_mmdet.plan.RunPlan`.
+        cfg: ``plan.cfg``, the final mmcv ``Config`` (neck ``in_channels`` filled in).
         model: The mmdet detector from ``build_detector``.
+        hook_driver: The run's :class:`~lit_mmdet.runtime.hook_driver.HookDriver` while fitting;
+            ``hook_driver.runner`` is what mmcv hooks see as ``runner``.
     """
 
-    def __init__(self, config: Union[ConfigLike, Mapping[str, Any]],
+    def __init__(self, config: Union[RunPlan, ConfigLike, Mapping[str, Any]],
                  cfg_options: Optional[Sequence[str]] = None) -> None:
         super().__init__()
-        self.cfg = load_config(config, cfg_options)
+        self.plan = resolve_run(config, cfg_options)
+        self.cfg = self.plan.cfg
         self.model = build_model(self.cfg)
         self.model.cfg = self.cfg  # as mmdet's init_detector: inference_detector reads it
         self.save_hyperparameters({'config': to_container(self.cfg)})
+        self.hook_driver: Optional[HookDriver] = None
+        #: The last ``train_step`` outputs (mmcv's ``runner.outputs`` for hooks).
+        self.step_outputs: Optional[dict] = None
         self._eval_results: list = []
         #: Results of the last validation/test epoch, all ranks gathered in dataset order.
         self.results: list = []
         self._grad_norm: Optional[torch.Tensor] = None
         self._accumulation: Optional[GradientAccumulation] = None
+        self._pending_state: dict[str, torch.Tensor] = {}
         self._iter_start = self._iter_end = time.perf_counter()
 
+    @override
     def setup(self, stage: str) -> None:
         """fp16 on CUDA: mmcv's ``wrap_fp16_model`` (``Fp16OptimizerHook.before_run``, mmdet's
         test.py), so ``@auto_fp16`` / ``@force_fp32`` parts (losses in fp32) run as under mmdet."""
@@ -87,8 +108,9 @@ class LitDetector(pl.LightningModule):
             from mmcv.runner import wrap_fp16_model
             wrap_fp16_model(self.model)
 
+    @override
     def on_train_start(self) -> None:
-        """mmdet's NumClassCheckHook, before the first step."""
+        """mmdet's NumClassCheckHook, before the first step (after the hook driver's ``before_run``)."""
         loader = self.trainer.train_dataloader
         dataset = getattr(loader, 'dataset', None)
         classes = getattr(dataset, 'CLASSES', None) or self.model.CLASSES
@@ -97,7 +119,7 @@ class LitDetector(pl.LightningModule):
 
     def _gradient_accumulation(self) -> Optional[GradientAccumulation]:
         """``cumulative_iters`` over this run, with the warnings of mmcv's hook."""
-        cumulative_iters = optimizer_hook_config(self.cfg).cumulative_iters
+        cumulative_iters = self.plan.optimizer_hook.cumulative_iters
         if cumulative_iters == 1:
             return None
         if self.global_step % cumulative_iters:
@@ -107,13 +129,15 @@ class LitDetector(pl.LightningModule):
         if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
             log.warning('GradientCumulativeOptimizerHook may slightly decrease performance if the model has '
                         'BatchNorm layers.')
-        return GradientAccumulation(cumulative_iters, runner_max_iters(self.trainer))
+        return GradientAccumulation(cumulative_iters, self.hook_driver.runner.max_iters)
 
     # ------------------------------------------------------------------ batches
+    @override
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Unwrap mmcv DataContainers; tensors go to ``device``, ``cpu_only`` data stays."""
         return unwrap_batch(batch, device)
 
+    @override
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
@@ -124,12 +148,11 @@ class LitDetector(pl.LightningModule):
         ``self.log`` turns each value into a tensor and stores it (~1 ms per key on CPU), so the
         loss terms are only logged on the steps that reach the loggers: the same CSV rows.
         """
-        if self._trainer is None:
-            return True
-        return getattr(self.trainer._logger_connector, 'should_update_logs', True)
+        return True if self._trainer is None else writes_logs(self.trainer)
 
+    @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        outputs = self.model.train_step(batch, None)
+        outputs = self.step_outputs = self.model.train_step(batch, None)
         batch_size = outputs['num_samples']
         log_vars = outputs['log_vars']
         if not math.isfinite(log_vars['loss']):  # mmdet already made it a float: no extra sync
@@ -145,6 +168,7 @@ class LitDetector(pl.LightningModule):
             return outputs['loss'] / self._accumulation.loss_factor(self.global_step)
         return outputs['loss']
 
+    @override
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
                        optimizer_closure: Optional[Any] = None) -> None:
         """Every iteration counts as a step (``global_step`` is mmcv's ``runner.iter``); with
@@ -154,6 +178,7 @@ class LitDetector(pl.LightningModule):
         elif optimizer_closure is not None:
             optimizer_closure()  # forward + backward: the gradients add up
 
+    @override
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
         if self._accumulation is None or self._accumulation.starts_group(self.global_step):
             optimizer.zero_grad()
@@ -167,6 +192,7 @@ class LitDetector(pl.LightningModule):
                             f'finite ({terms}); this step was not applied and {kept}; lower optimizer.lr, '
                             f'set optimizer_config.grad_clip or check the data, then --resume auto')
 
+    @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer_cfg = self.cfg.optimizer.copy()
         optimizer_cfg['lr'] = scaled_lr(self.cfg, self.trainer.world_size if self._trainer else 1)
@@ -175,24 +201,58 @@ class LitDetector(pl.LightningModule):
         except KeyError as exc:
             raise unknown_type_error(exc, 'optimizer') or exc from None
 
+    @override
     def configure_callbacks(self) -> list[pl.Callback]:
-        """The config's LR/momentum schedule and runner hooks, whatever Trainer this module is given."""
-        hooks = build_schedule_hooks(self.cfg.get('lr_config'), self.cfg.get('momentum_config'))
-        by_epoch = self.cfg.get('runner', {}).get('type', 'EpochBasedRunner') != 'IterBasedRunner'
-        callbacks: list[pl.Callback] = [MMCVScheduleCallback(hooks, by_epoch_runner=by_epoch)] if hooks else []
-        runner_hooks = build_runner_hooks(self.cfg.get('custom_hooks'))
-        if runner_hooks:  # EMA, YOLOX mode switch, SyncNorm, ...
-            callbacks.append(MMCVHooks(runner_hooks, by_epoch_runner=by_epoch))
-        return callbacks
+        """What mmcv's runner did for the run, whatever Trainer runs this module (see the module
+        docstring). Checkpoint callbacks replace the Trainer's own ``ModelCheckpoint``; a Trainer
+        built with ``enable_checkpointing=False`` gets none."""
+        plan, fitting = self.plan, self.trainer.state.fn == 'fit'
+        wandb = plan.wandb
+        callbacks: list[pl.Callback] = [EvalImages(wandb.num_eval_images if wandb else 8,
+                                                   wandb.bbox_score_thr if wandb else 0.3,
+                                                   out_dir=osp.join(plan.work_dir, 'plots', 'predictions'))]
+        if not fitting:
+            return callbacks
+        cfg = self.cfg
+        hooks = build_hooks(cfg.get('lr_config'), cfg.get('momentum_config'), cfg.get('custom_hooks'))
+        self.hook_driver = HookDriver(hooks, by_epoch=plan.by_epoch, work_dir=plan.work_dir,
+                                      log_interval=plan.log_interval, workflow=plan.workflow, meta=self._runner_meta)
+        callbacks += [self.hook_driver, SkippedImagesLog()]
+        if self.trainer.checkpoint_callback is not None:
+            callbacks += checkpoint_callbacks(plan)
+        return callbacks + [ResumeState(osp.join(plan.checkpoint_dir, 'last.ckpt'))]
 
+    def _runner_meta(self) -> dict:
+        """mmcv's ``runner.meta`` as mmdet's ``tools/train.py`` fills it."""
+        return dict(seed=self.plan.seed, exp_name=self.plan.name, config=self.plan.config_text)
+
+    @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """EMA copies (``model.ema_*`` buffers) load only into a model that trains with them;
-        for evaluation the checkpoint's weights are what mmdet evaluates (EMA after an epoch)."""
+        """Model state that hooks create in ``before_run`` (EMA copies, ``model.ema_*`` buffers) waits
+        in :meth:`load_pending_state` until they have run; for evaluation it is dropped (the
+        checkpoint's weights are what mmdet evaluates: EMA after an epoch)."""
         own = set(self.state_dict())
         state = checkpoint.get('state_dict', {})
-        for key in [k for k in state if k.startswith('model.ema_') and k not in own]:
-            del state[key]
+        fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
+        held = [k for k in state if k not in own and k.startswith('model.' if fitting else 'model.ema_')]
+        self._pending_state = {k: state.pop(k) for k in held} if fitting else {}
+        for key in held:
+            state.pop(key, None)
 
+    def load_pending_state(self) -> None:
+        """Load the checkpoint state :meth:`on_load_checkpoint` held back, now that the hooks'
+        ``before_run`` created it; what still has no place is an error naming the keys."""
+        pending, self._pending_state = self._pending_state, {}
+        if not pending:
+            return
+        own = self.state_dict()
+        unknown = sorted(k for k in pending if k not in own)
+        if unknown:
+            raise ConfigError(f'the checkpoint holds {len(unknown)} weights this model does not have '
+                              f'({unknown[:5]}...); resume with the config it was trained with')
+        self.load_state_dict(pending, strict=False)
+
+    @override
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
                                     gradient_clip_val: Optional[float] = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
@@ -205,15 +265,15 @@ class LitDetector(pl.LightningModule):
         if params:
             self._grad_norm = clip_grad_norm_(params, **grad_clip)
 
+    @override
     def on_train_epoch_start(self) -> None:
-        """mmcv's runners call ``model.train()`` before training (Lightning 2.x keeps modules' modes):
-        the detector's ``train()`` puts ``norm_eval`` BatchNorms and ``frozen_stages`` in eval mode."""
-        self.model.train()
         self._iter_end = time.perf_counter()
 
+    @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._iter_start = time.perf_counter()
 
+    @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Grad norm (with ``grad_clip``) and mmcv's ``data_time`` / ``time`` (s per iteration)."""
         now = time.perf_counter()
@@ -261,23 +321,29 @@ class LitDetector(pl.LightningModule):
     def _infer(self, batch: dict) -> list:
         return self.model(return_loss=False, rescale=True, **batch)
 
+    @override
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_results.extend(encode_results(self._infer(batch)))
 
+    @override
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_results.extend(encode_results(self._infer(batch)))
 
+    @override
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list:
         return self._infer(batch)
 
+    @override
     def on_validation_epoch_start(self) -> None:
         self._eval_results = []
 
     on_test_epoch_start = on_validation_epoch_start
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._evaluate_epoch('val', self.trainer.val_dataloaders)
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._evaluate_epoch('test', self.trainer.test_dataloaders)
 
@@ -292,6 +358,6 @@ class LitDetector(pl.LightningModule):
                         prefix, len(results), len(dataset))
             return
         self.results = results
-        metrics = evaluate(dataset, results, self.cfg.get('evaluation', {}))
+        metrics = evaluate(dataset, results, self.plan.evaluation.kwargs)
         self.log_dict({f'{prefix}/{k}': v for k, v in metrics.items()},
                       batch_size=1, sync_dist=False, rank_zero_only=False)

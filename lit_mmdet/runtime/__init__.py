@@ -1,6 +1,8 @@
-"""Runtime floor: mmcv runtime keys mapped onto Lightning (schedules, Trainer)."""
-from .. import _compat  # noqa: F401
-from .schedules import MMCVScheduleCallback, build_schedule_hooks
-from .trainer import TrainerOptions, build_trainer, device_kwargs
+"""Runtime floor: what mmcv's runner did, on Lightning.
 
-__all__ = ['MMCVScheduleCallback', 'build_schedule_hooks', 'TrainerOptions', 'build_trainer', 'device_kwargs']
+``hook_driver`` (every mmcv hook, the runner facade), ``schedules`` (LR/momentum updaters),
+``optimizer_hooks`` (accumulation, fp16 scaler), ``checkpoints`` (atomic IO, resume lookup,
+ModelCheckpoints), ``callbacks`` (exact resume + SIGTERM, validation images, skipped images),
+``loggers`` (log_config -> Lightning loggers), ``trainer`` (a run plan -> Trainer arguments).
+"""
+from .. import _compat  # noqa: F401

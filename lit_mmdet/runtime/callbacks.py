@@ -16,6 +16,9 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from typing_extensions import override
+
+from ..adapters.lightning import train_loaders, writes_logs
 
 __all__ = ['EvalImages', 'ResumeState', 'SkippedImagesLog']
 
@@ -54,6 +57,7 @@ class EvalImages(pl.Callback):
         indices = range(min(self.num_images, len(dataset)))
         return eval_samples(dataset, results, indices, self.score_thr), list(dataset.CLASSES)
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not wandb_loggers:
@@ -71,6 +75,7 @@ class EvalImages(pl.Callback):
             logger.log_table('val/predictions', columns=['index', 'file_name', 'detections', 'prediction',
                                                          'ground_truth'], data=rows, step=trainer.global_step)
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_pngs(trainer, pl_module)
 
@@ -102,8 +107,7 @@ def _numpy_restore(state: tuple) -> tuple:
 
 def _batch_sampler(trainer: pl.Trainer) -> Any:
     from ..data.samplers import ResumableBatchSampler
-    loader = trainer.fit_loop._combined_loader
-    flat = loader.flattened if loader is not None else []
+    flat = train_loaders(trainer)
     sampler = getattr(flat[0], 'batch_sampler', None) if len(flat) == 1 else None
     return sampler if isinstance(sampler, ResumableBatchSampler) else None
 
@@ -119,8 +123,8 @@ class ResumeState(Checkpoint):
     stops cleanly (Lightning's ``SIGTERMException``, exit code 0); ``--resume auto`` continues.
 
     A ``Checkpoint`` callback, so Lightning runs it after the model's own callbacks (the EMA
-    update of the step is in the checkpoint); ``build_trainer`` lists it after the
-    ``ModelCheckpoint`` callbacks, which stay ``trainer.checkpoint_callback``.
+    update of the step is in the checkpoint); ``LitDetector.configure_callbacks`` lists it after
+    the ``ModelCheckpoint`` callbacks, which stay ``trainer.checkpoint_callback``.
 
     Args:
         last_path: Where the SIGTERM checkpoint goes (``<work_dir>/checkpoints/last.ckpt``).
@@ -133,12 +137,15 @@ class ResumeState(Checkpoint):
         self._torch_at_batch: Optional[torch.Tensor] = None
         self.preempted_at: Optional[int] = None
         self._sigterm = False
+        self._previous_handler: Any = None
 
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
         # Lightning cannot see that this callback replays the epoch: its warning would be wrong
         warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch")
 
+    @override
     def state_dict(self) -> dict:
         """Every rank's state (each has its own data share and RNG): Lightning builds the
         checkpoint on every rank, rank 0 writes it."""
@@ -158,18 +165,20 @@ class ResumeState(Checkpoint):
             dist.all_gather_object(ranks, state)
         return dict(ranks=ranks)
 
+    @override
     def load_state_dict(self, state_dict: dict) -> None:
         self._loaded = state_dict
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self._sigterm = True
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning's own SIGTERM handler broadcasts inside the signal handler, which deadlocks
         # DDP when ranks are in other collectives; this one only sets a flag, and the ranks agree
         # at the end of the step (on_train_batch_end), whoever got the signal
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         # after Lightning restored the loops and created the loader's iterator, before the first
         # batch is drawn (a run restarted inside an epoch gets no on_train_epoch_start)
         loaded, self._loaded = self._loaded, None
@@ -192,6 +201,14 @@ class ResumeState(Checkpoint):
         random.setstate(state['python'])
         torch.set_rng_state(state['torch'])
 
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """The process's own SIGTERM handler again (the Trainer's run is over)."""
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self.preempted_at is not None:  # the checkpoint is written and the last step logged: stop
@@ -200,6 +217,7 @@ class ResumeState(Checkpoint):
             torch.set_rng_state(self._torch_at_batch)
             self._torch_at_batch = None
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         # every rank must agree before the (collective) save; mmdet's train_step already syncs
@@ -218,10 +236,11 @@ class ResumeState(Checkpoint):
 class SkippedImagesLog(pl.Callback):
     """``train/skipped_images`` (``--skip-bad-images``) on the steps Lightning writes logs."""
 
+    @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
         from ..data.bad_images import skipped_images
-        if getattr(trainer._logger_connector, 'should_update_logs', True):
+        if writes_logs(trainer):
             skipped = skipped_images(trainer.train_dataloader.dataset)
             if skipped:
                 pl_module.log('train/skipped_images', float(skipped), batch_size=1)

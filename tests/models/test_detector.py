@@ -158,7 +158,8 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     (grad clip) and LR hook (warmup + cosine), same weights and batches: the same weights after.
     The module is built before the Trainer shortens the run to 2 iterations: the schedule must
     follow the Trainer's length."""
-    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    from lit_mmdet import RunSettings, resolve_run
+    from lit_mmdet.runtime.trainer import build_trainer
     tiny_cfg.optimizer_config.grad_clip = dict(max_norm=0.5, norm_type=2)  # clipping really happens
     tiny_cfg.evaluation.interval = 100
     lit = lifted_detector(tiny_cfg)
@@ -169,10 +170,10 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     data.setup('fit')
     run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'), max_iters=2)
 
-    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2,
-                                                     extra=dict(enable_progress_bar=False)))
+    shortened = resolve_run(tiny_cfg, settings=RunSettings(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2))
+    trainer = build_trainer(shortened, enable_progress_bar=False)
     np.random.seed(0)
-    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    trainer.fit(lit, datamodule=MMDetDataModule(lit.plan, seed=0))
     theirs = dict(reference.named_parameters())
     for name, param in lit.model.named_parameters():
         torch.testing.assert_close(param, theirs[name], rtol=1e-5, atol=1e-7, msg=name)
@@ -184,7 +185,8 @@ def test_module_modes_equal_mmcv_runner_with_norm_eval_and_frozen_stages(tiny_cf
     and frozen stages in eval mode; every module's mode matches at every step, after validation too."""
     from mmcv.runner import Hook
 
-    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    from lit_mmdet import RunSettings, resolve_run
+    from lit_mmdet.runtime.trainer import build_trainer
     tiny_cfg.model.backbone = dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
                                    norm_cfg=dict(type='BN', requires_grad=False), norm_eval=True, style='pytorch',
                                    init_cfg=None)
@@ -213,10 +215,10 @@ def test_module_modes_equal_mmcv_runner_with_norm_eval_and_frozen_stages(tiny_cf
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             self.seen.append(modes(module.model))
 
-    lit, record = LitDetector(tiny_cfg), _RecordLit()
-    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2,
-                                                     extra=dict(enable_progress_bar=False)), callbacks=[record])
-    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    plan = resolve_run(tiny_cfg, settings=RunSettings(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2))
+    lit, record = LitDetector(plan), _RecordLit()
+    trainer = build_trainer(plan, callbacks=[record], enable_progress_bar=False)
+    trainer.fit(lit, datamodule=MMDetDataModule(plan, seed=0))
     assert len(record.seen) == len(theirs) == 2
     assert not theirs[0]['backbone.bn1'] and theirs[0]['neck']  # what mmdet's ResNet.train() does
     assert record.seen == theirs

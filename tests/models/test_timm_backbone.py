@@ -3,7 +3,7 @@ import torch
 import pytest
 from mmdet.models import BACKBONES, build_backbone
 
-from lit_mmdet import ConfigError, TIMMBackbone, load_config
+from lit_mmdet import ConfigError, TIMMBackbone, load_config, resolve_run
 from lit_mmdet.models import build_model
 from tests.helpers import SHAPES_CONFIG
 
@@ -49,7 +49,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 @pytest.mark.parametrize('name, channels', [('resnet18', [64, 128, 256, 512]),
                                              ('mobilenetv3_small_050', [8, 16, 24, 288])])
 def test_auto_in_channels_swaps_backbone_without_other_edits(name, channels):
-    cfg = load_config(SHAPES_CONFIG, {'model.backbone.model_name': name})
+    cfg = resolve_run(SHAPES_CONFIG, {'model.backbone.model_name': name}).cfg
     model = build_model(cfg)
     assert cfg.model.neck.in_channels == channels == model.backbone.out_channels
     assert [conv.conv.in_channels for conv in model.neck.lateral_convs] == channels
@@ -60,9 +60,8 @@ def test_auto_in_channels_swaps_backbone_without_other_edits(name, channels):
 
 
 def test_wrong_explicit_in_channels_states_real_channels():
-    cfg = load_config(SHAPES_CONFIG, {'model.neck.in_channels': [256, 512, 1024, 2048]})
     with pytest.raises(ConfigError) as err:
-        build_model(cfg)
+        resolve_run(SHAPES_CONFIG, {'model.neck.in_channels': [256, 512, 1024, 2048]})
     message = str(err.value)
     assert '[64, 128, 256, 512]' in message and 'model.neck.in_channels' in message
     assert "'auto'" in message

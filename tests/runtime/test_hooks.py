@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
-from lit_mmdet.runtime.hooks import MMCVHooks, build_runner_hooks
+from lit_mmdet.runtime.hook_driver import HookDriver, build_hooks
 from tests.helpers import no_runner_sleep, run_mmcv_runner
 
 EPOCHS, BATCHES = 3, 4
@@ -95,7 +95,7 @@ def _lit_run(hook_cfg, tmp_path):
     trainer = pl.Trainer(accelerator='cpu', max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          default_root_dir=str(tmp_path),
-                         callbacks=[MMCVHooks(build_runner_hooks([hook_cfg]))])
+                         callbacks=[HookDriver(build_hooks(None, None, [hook_cfg]))])
     trainer.fit(module)
     return module.seen, module.model.state_dict()
 
@@ -122,7 +122,7 @@ def test_ema_equals_mmdet_hooks_under_mmcv_runner(hook_cfg, tmp_path):
 
 def test_ema_resume_from_is_an_error_pointing_at_resume():
     with pytest.raises(ConfigError, match='use train.py --resume'):
-        build_runner_hooks([dict(type='ExpMomentumEMAHook', resume_from='work_dirs/x/latest.pth')])
+        build_hooks(None, None, [dict(type='ExpMomentumEMAHook', resume_from='work_dirs/x/latest.pth')])
 
 
 class _SkipData(torch.utils.data.Dataset):
@@ -198,7 +198,7 @@ def test_yolox_mode_switch_equals_mmcv_runner(tmp_path):
 
     trainer = pl.Trainer(accelerator='cpu', max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                         callbacks=[MMCVHooks(build_runner_hooks([hook_cfg]))])
+                         callbacks=[HookDriver(build_hooks(None, None, [hook_cfg]))])
     trainer.fit(_Module())
     # mmdet switches when (epoch + 1) == max_epochs - num_last_epochs: here from epoch index 1
     assert ours == theirs == [((), False)] + [(('Mosaic', 'MixUp'), True)] * (EPOCHS - 1)
@@ -219,14 +219,15 @@ def test_rf_search_equals_mmdet_tools_train(tiny_cfg, tmp_path):
     from mmdet.models import build_detector
     from mmdet.utils import rfnext_init_model
 
-    from lit_mmdet import LitDetector, MMDetDataModule
-    from lit_mmdet.runtime import TrainerOptions, build_trainer
+    from lit_mmdet import LitDetector, MMDetDataModule, RunSettings, resolve_run
+    from lit_mmdet.runtime.trainer import build_trainer
     tiny_cfg.custom_hooks = [copy.deepcopy(RF_SEARCH)]
     tiny_cfg.runner = dict(type='EpochBasedRunner', max_epochs=2)
     tiny_cfg.evaluation.interval = 100
 
     # mmdet's tools/train.py: build_detector + init_weights, rfnext_init_model, then the runner
-    lit = LitDetector(tiny_cfg)
+    plan = resolve_run(tiny_cfg, settings=RunSettings(str(tmp_path / 'lit'), accelerator='cpu'))
+    lit = LitDetector(plan)
     assert any(type(m).__name__ == 'Conv2dRFSearchOp' for m in lit.model.modules())  # wrapped at build
     mmdet_cfg = copy.deepcopy(lit.cfg)
     mmdet_cfg.custom_hooks = [copy.deepcopy(RF_SEARCH)]
@@ -239,10 +240,9 @@ def test_rf_search_equals_mmdet_tools_train(tiny_cfg, tmp_path):
     run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'),
                     hooks=[mmcv.build_from_cfg(copy.deepcopy(RF_SEARCH), HOOKS)], max_epochs=2)
 
-    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu',
-                                                     extra=dict(enable_progress_bar=False)))
+    trainer = build_trainer(plan, enable_progress_bar=False)
     np.random.seed(0)
-    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    trainer.fit(lit, datamodule=MMDetDataModule(plan, seed=0))
     for step in (1, 2):
         name = f'local_search_config_step{step}.json'
         ours, theirs = (json.loads((tmp_path / d / name).read_text()) for d in ('lit', 'mmcv'))

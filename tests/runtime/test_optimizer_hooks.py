@@ -10,11 +10,10 @@ import pytorch_lightning as pl
 import torch
 from mmcv.runner import HOOKS
 
-from lit_mmdet import ConfigError, MMDetDataModule
-from lit_mmdet.runtime import TrainerOptions, build_trainer
+from lit_mmdet import ConfigError, MMDetDataModule, RunSettings, resolve_run
 from lit_mmdet.runtime.optimizer_hooks import (GradientAccumulation, MMCVGradScaler, fp16_precision,
                                                optimizer_hook_config)
-from lit_mmdet.runtime.trainer import _precision
+from lit_mmdet.runtime.trainer import _precision, build_trainer
 from tests.helpers import lifted_detector, run_mmcv_runner
 
 
@@ -62,13 +61,13 @@ def test_accumulated_updates_equal_mmcv_runner(tiny_cfg, tmp_path, runner, grad_
     kind = runner.pop('type')
     theirs = _mmcv_weights(tiny_cfg, tmp_path, **runner)
 
-    lit = lifted_detector(tiny_cfg)
+    plan = resolve_run(tiny_cfg, settings=RunSettings(str(tmp_path / 'lit'), accelerator='cpu'))
+    lit = lifted_detector(plan)
     initial = {k: v.detach().clone() for k, v in lit.model.named_parameters()}
-    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu',
-                                                     extra=dict(enable_progress_bar=False)))
+    trainer = build_trainer(plan, enable_progress_bar=False)
     np.random.seed(0)
-    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
-    assert trainer.global_step == 8 if kind == 'EpochBasedRunner' else 5  # iterations, as runner.iter
+    trainer.fit(lit, datamodule=MMDetDataModule(plan, seed=0))
+    assert trainer.global_step == (8 if kind == 'EpochBasedRunner' else 5)  # iterations, as runner.iter
     for name, param in lit.model.named_parameters():
         torch.testing.assert_close(param, theirs[name], rtol=1e-5, atol=1e-7, msg=name)
     assert any(not torch.equal(p, initial[n]) for n, p in lit.model.named_parameters())  # it trained
@@ -86,7 +85,7 @@ def test_optimizer_config_errors_name_the_key(tiny_cfg, tmp_path, optimizer_conf
     if fp16 is not None:
         tiny_cfg.fp16 = fp16
     with pytest.raises(ConfigError, match=match):
-        build_trainer(tiny_cfg, TrainerOptions(str(tmp_path), accelerator='cpu'))
+        resolve_run(tiny_cfg)
 
 
 def test_int_loss_scale_is_rejected_by_mmcv_too():
@@ -113,15 +112,15 @@ def test_optimizer_hook_config_reads_mmdet_spellings(tiny_cfg, optimizer_config,
 def test_fp16_on_cuda_gets_mmcv_loss_scaler_on_cpu_fp32(tiny_cfg, tmp_path):
     from pytorch_lightning.plugins.precision import MixedPrecision
     tiny_cfg.fp16 = dict(loss_scale=512.)
-    opts = TrainerOptions(str(tmp_path))
-    assert _precision(tiny_cfg, opts, 'cpu') == dict(precision='32-true')  # mmcv's fp16 is CUDA only
-    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path), precision='bf16-mixed'), 'cpu') == \
+    plan = resolve_run(tiny_cfg)
+    assert _precision(plan, 'cpu') == dict(precision='32-true')  # mmcv's fp16 is CUDA only
+    assert _precision(resolve_run(tiny_cfg, settings=RunSettings(precision='bf16-mixed')), 'cpu') == \
         dict(precision='bf16-mixed')  # what the user asks for
-    [plugin] = _precision(tiny_cfg, opts, 'gpu')['plugins']
+    [plugin] = _precision(plan, 'gpu')['plugins']
     assert isinstance(plugin, MixedPrecision) and plugin.precision == '16-mixed' and plugin.device == 'cuda'
     assert isinstance(plugin.scaler, MMCVGradScaler) and plugin.scaler.update_to == 512.
     tiny_cfg.fp16 = None  # --precision 16-mixed without fp16 in the config: Lightning's own AMP
-    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path), precision='16-mixed'), 'gpu') == \
+    assert _precision(resolve_run(tiny_cfg, settings=RunSettings(precision='16-mixed')), 'gpu') == \
         dict(precision='16-mixed')
 
 

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
-from lit_mmdet.runtime import MMCVScheduleCallback, build_schedule_hooks
+from lit_mmdet.runtime.hook_driver import HookDriver, build_hooks
+from lit_mmdet.runtime.schedules import build_schedule_hooks
 
 ITERS_PER_EPOCH = 5
 
@@ -83,12 +84,12 @@ class _ToyModule(pl.LightningModule):
 
 def _lightning_schedule(tmp_path, lr_config, momentum_config, epochs, max_iters):
     module = _ToyModule()
-    hooks = build_schedule_hooks(lr_config, momentum_config)
+    hooks = build_hooks(lr_config, momentum_config, None)
     length = dict(max_steps=max_iters, max_epochs=-1) if max_iters else dict(max_epochs=epochs)
     trainer = pl.Trainer(accelerator='cpu', logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=str(tmp_path),
-                         callbacks=[MMCVScheduleCallback(hooks, by_epoch_runner=not max_iters)], **length)
+                         callbacks=[HookDriver(hooks, by_epoch=not max_iters)], **length)
     trainer.fit(module)
     return module.values
 

@@ -6,33 +6,34 @@ import math
 import pytest
 from pytorch_lightning.strategies import DDPStrategy
 
-from lit_mmdet import ConfigError
-from lit_mmdet.runtime import TrainerOptions, device_kwargs
+from lit_mmdet import ConfigError, RunSettings, resolve_run
+from lit_mmdet.runtime.hook_driver import build_hooks
+from lit_mmdet.runtime.trainer import build_trainer, device_kwargs
 from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
 
 
 def test_several_devices_use_ddp_with_mmdet_arguments(tiny_cfg, tmp_path):
     tiny_cfg.find_unused_parameters = True
-    kwargs = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', devices=2), tiny_cfg)
+    kwargs = device_kwargs(RunSettings(accelerator='cpu', devices=2), tiny_cfg)
     strategy = kwargs['strategy']
     assert isinstance(strategy, DDPStrategy)
     assert strategy._ddp_kwargs == dict(find_unused_parameters=True, broadcast_buffers=False)
     assert strategy._start_method == 'popen'
-    spawn = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', devices=2,
+    spawn = device_kwargs(RunSettings(accelerator='cpu', devices=2,
                                          strategy='ddp_spawn'), tiny_cfg)['strategy']
     assert spawn._start_method == 'spawn'
-    nodes = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', num_nodes=2), tiny_cfg)
+    nodes = device_kwargs(RunSettings(accelerator='cpu', num_nodes=2), tiny_cfg)
     assert nodes['num_nodes'] == 2 and isinstance(nodes['strategy'], DDPStrategy)
-    assert device_kwargs(TrainerOptions(str(tmp_path), strategy='fsdp'), tiny_cfg)['strategy'] == 'fsdp'
-    single = device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', sync_bn=True), tiny_cfg)
+    assert device_kwargs(RunSettings(strategy='fsdp'), tiny_cfg)['strategy'] == 'fsdp'
+    single = device_kwargs(RunSettings(accelerator='cpu', sync_bn=True), tiny_cfg)
     assert 'strategy' not in single and single['sync_batchnorm'] is True
     with pytest.raises(ConfigError, match='--sync-bn needs GPUs'):  # torch's SyncBatchNorm is GPU-only
-        device_kwargs(TrainerOptions(str(tmp_path), accelerator='cpu', devices=2, sync_bn=True), tiny_cfg)
+        device_kwargs(RunSettings(accelerator='cpu', devices=2, sync_bn=True), tiny_cfg)
 
 
 def test_gpus_beyond_machine_is_an_error(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r'--gpus 4 asks for 4 GPU\(s\)'):
-        device_kwargs(TrainerOptions(str(tmp_path), gpus=4), tiny_cfg)
+        device_kwargs(RunSettings(gpus=4), tiny_cfg)
 
 
 @pytest.mark.slow
@@ -52,15 +53,12 @@ def test_bf16_mixed_trains_on_cpu(tmp_path, shapes_dir):
 
 def test_log_interval_rows_carry_every_term(tmp_path, shapes_dir):
     """Loss terms are only logged on the steps Lightning writes: those rows must be complete."""
-    from lit_mmdet import LitDetector, MMDetDataModule, load_config
-    from lit_mmdet.runtime import build_trainer
+    from lit_mmdet import LitDetector, MMDetDataModule
 
-    cfg = load_config(SHAPES_CONFIG, tiny_options(shapes_dir, **{'log_config.interval': 3,
-                                                               'evaluation.interval': 100}))
-    trainer = build_trainer(cfg, TrainerOptions(str(tmp_path), accelerator='cpu', max_iters=7,
-                                                extra=dict(enable_progress_bar=False)))
-    model = LitDetector(cfg)
-    trainer.fit(model, datamodule=MMDetDataModule(model.cfg, seed=0))
+    plan = resolve_run(SHAPES_CONFIG, tiny_options(shapes_dir, **{'log_config.interval': 3, 'evaluation.interval': 100}),
+                       RunSettings(str(tmp_path), accelerator='cpu', max_iters=7))
+    trainer = build_trainer(plan, enable_progress_bar=False)
+    trainer.fit(LitDetector(plan), datamodule=MMDetDataModule(plan, seed=0))
     (metrics,) = glob.glob(str(tmp_path / '**' / 'metrics.csv'), recursive=True)
     with open(metrics) as f:
         rows = [r for r in csv.DictReader(f) if r.get('train/loss')]
@@ -70,17 +68,23 @@ def test_log_interval_rows_carry_every_term(tmp_path, shapes_dir):
             assert math.isfinite(float(row[key])), key
 
 
-def test_unsupported_custom_hook_is_an_error_naming_it(tiny_cfg):
-    from lit_mmdet.runtime.trainer import check_hooks
-
-    check_hooks(tiny_cfg)  # the config's NumClassCheckHook is supported
-    assert [h['type'] for h in tiny_cfg.custom_hooks] == ['NumClassCheckHook']
+def test_custom_hooks_of_any_registered_type_others_are_one_line_errors(tiny_cfg):
+    """No whitelist: whatever mmcv's HOOKS registry builds runs; an unknown type gets mmcv's close
+    matches, and a hook of mmcv's runner that Lightning carries out names the key to use instead."""
     tiny_cfg.custom_hooks = [dict(type='NumClassCheckHook'), dict(type='ExpMomentumEMAHook'),
+                             dict(type='EmptyCacheHook', after_iter=True, priority='LOW'),
                              dict(type='YOLOXModeSwitchHook'), dict(type='CheckInvalidLossHook')]
-    check_hooks(tiny_cfg)  # carried out (runtime/hooks.py, LitDetector.training_step)
-    tiny_cfg.custom_hooks = [dict(type='NumClassCheckHook'), dict(type='MyProjectHook')]
-    with pytest.raises(ConfigError, match="custom_hooks: 'MyProjectHook' is not supported"):
-        check_hooks(tiny_cfg)
+    hooks = build_hooks(None, None, resolve_run(tiny_cfg).cfg.custom_hooks)
+    assert [type(h).__name__ for h in hooks] == ['NumClassCheckHook', 'ExpMomentumEMAHook', 'YOLOXModeSwitchHook',
+                                                 'CheckInvalidLossHook', 'EmptyCacheHook']  # by priority
+    tiny_cfg.custom_hooks = [dict(type='NumClassCheckHok')]
+    with pytest.raises(ConfigError, match=r"custom_hooks: 'NumClassCheckHok' is not in mmcv's HOOKS registry "
+                                          r"\(close matches: \['NumClassCheckHook'.*custom_imports"):
+        resolve_run(tiny_cfg)
+    with pytest.raises(ConfigError, match=r'CheckpointHook is .*configure it with checkpoint_config'):
+        build_hooks(None, None, [dict(type='CheckpointHook', interval=1)])
+    with pytest.raises(ConfigError, match=r'TextLoggerHook is .*configure it with log_config.hooks'):
+        build_hooks(None, None, [dict(type='TextLoggerHook')])
 
 
 @pytest.mark.parametrize('optimizer_config, fp16, expected', [
@@ -93,10 +97,10 @@ def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_con
     from lit_mmdet.runtime.trainer import _precision
     tiny_cfg.optimizer_config = optimizer_config
     tiny_cfg.fp16 = fp16
-    on_cuda = _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'gpu')
+    on_cuda = _precision(resolve_run(tiny_cfg), 'gpu')
     assert (on_cuda['plugins'][0].precision if 'plugins' in on_cuda else on_cuda['precision']) == expected
     # without CUDA a config's fp16 is fp32, said once (mmcv's fp16 is CUDA only; bf16 breaks mmcv's CPU ops)
-    assert _precision(tiny_cfg, TrainerOptions(str(tmp_path)), 'cpu') == dict(precision='32-true')
+    assert _precision(resolve_run(tiny_cfg), 'cpu') == dict(precision='32-true')
     assert ("fp16 needs CUDA" in caplog.text) == (expected == '16-mixed')
 
 
@@ -106,23 +110,21 @@ def test_cli_length_overrides_total_epochs_as_mmdet_compat_cfg_needs(tiny_cfg, t
     """``total_epochs`` (mmdet's old spelling, e.g. AutoAssign's config) must agree with the runner."""
     from mmdet.utils import compat_cfg
 
-    from lit_mmdet.runtime.trainer import runner_length
     tiny_cfg.runner = dict(type='EpochBasedRunner', max_epochs=12)
     tiny_cfg.total_epochs = 12
-    runner_length(tiny_cfg, TrainerOptions(str(tmp_path), **opts))
-    assert ('total_epochs' in tiny_cfg) == kept
-    compat_cfg(tiny_cfg)  # what MMDetDataModule calls: asserts total_epochs == runner.max_epochs
+    plan = resolve_run(tiny_cfg, settings=RunSettings(**opts))
+    assert ('total_epochs' in plan.cfg) == kept
+    compat_cfg(plan.cfg)  # what MMDetDataModule calls: asserts total_epochs == runner.max_epochs
 
 
 def test_mp_start_method_and_opencv_threads_applied_as_mmdet_tools(tiny_cfg, tmp_path):
     import cv2
     import torch.multiprocessing as mp
 
-    from lit_mmdet.runtime import build_trainer
     before = cv2.getNumThreads(), mp.get_start_method(allow_none=True)
     tiny_cfg.opencv_num_threads, tiny_cfg.mp_start_method = 1, 'forkserver'
     try:
-        build_trainer(tiny_cfg, TrainerOptions(str(tmp_path), accelerator='cpu'))
+        build_trainer(resolve_run(tiny_cfg, settings=RunSettings(accelerator='cpu')))
         assert (cv2.getNumThreads(), mp.get_start_method()) == (1, 'forkserver')
     finally:
         cv2.setNumThreads(before[0])

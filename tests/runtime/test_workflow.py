@@ -8,9 +8,9 @@ import torch
 from mmcv.runner import Hook
 from mmdet.datasets import build_dataloader, build_dataset
 
-from lit_mmdet import ConfigError, MMDetDataModule
-from lit_mmdet.runtime import TrainerOptions, build_trainer
-from lit_mmdet.runtime.workflow import workflow_val_phase
+from lit_mmdet import ConfigError, MMDetDataModule, RunSettings, resolve_run
+from lit_mmdet.plan import workflow_val_phase
+from lit_mmdet.runtime.trainer import build_trainer
 from tests.helpers import lifted_detector, run_mmcv_runner
 
 
@@ -44,11 +44,20 @@ def _mmcv_run(cfg, tmp_path):
 
 
 class _EpochMetrics(pl.Callback):
+    """The ``*_val`` metrics after each epoch's end (the val phase runs in the epoch's end)."""
+
     def __init__(self):
         self.seen = []
 
-    def on_train_epoch_end(self, trainer, module):
+    def _record(self, trainer):
         self.seen.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.endswith('_val')})
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch > 0:
+            self._record(trainer)
+
+    def on_train_end(self, trainer, module):
+        self._record(trainer)
 
 
 @pytest.mark.slow
@@ -60,11 +69,11 @@ def test_val_phase_losses_and_weights_equal_mmcv_runner(tiny_cfg, tmp_path):
     theirs_seen, theirs = _mmcv_run(tiny_cfg, tmp_path)
     assert len(theirs_seen) == 2 and 'loss_val' in theirs_seen[0]
 
-    lit, record = lifted_detector(tiny_cfg), _EpochMetrics()
-    trainer = build_trainer(tiny_cfg, TrainerOptions(str(tmp_path / 'lit'), accelerator='cpu',
-                                                     extra=dict(enable_progress_bar=False)), callbacks=[record])
+    plan = resolve_run(tiny_cfg, settings=RunSettings(str(tmp_path / 'lit'), accelerator='cpu'))
+    lit, record = lifted_detector(plan), _EpochMetrics()
+    trainer = build_trainer(plan, callbacks=[record], enable_progress_bar=False)
     np.random.seed(0)
-    trainer.fit(lit, datamodule=MMDetDataModule(lit.cfg, seed=0))
+    trainer.fit(lit, datamodule=MMDetDataModule(plan, seed=0))
     ours_seen = [record.seen[1], record.seen[2]]  # after epochs 2 and 3
     assert record.seen[0] == {}  # no val phase after epoch 1
     for ours, expected in zip(ours_seen, theirs_seen):

@@ -1,0 +1,115 @@
+"""Checkpoints, one owner: atomic writes, stale-temporary cleanup, resume lookup and the
+``ModelCheckpoint`` callbacks of ``checkpoint_config`` / ``evaluation.save_best``.
+
+* :class:`AtomicCheckpointIO`: a killed save never leaves a half-written file behind.
+* :func:`checkpoint_callbacks`: mmcv's ``CheckpointHook`` (every ``interval`` epochs or iterations,
+  ``max_keep_ckpts`` newest kept, ``last.ckpt`` always) and ``EvalHook``'s ``save_best`` as
+  Lightning ``ModelCheckpoint`` s in ``<work_dir>/checkpoints``.
+* :func:`resolve_resume`: ``--resume PATH|auto`` -> the checkpoint to continue from.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import os.path as osp
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..plan import RunPlan
+
+__all__ = ['AtomicCheckpointIO', 'remove_stale_temporaries', 'checkpoint_callbacks', 'resolve_resume']
+
+log = logging.getLogger(__name__)
+
+_TMP = '.{name}.tmp-{pid}'
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a hidden temporary file beside the target, ``fsync``, then ``os.replace``.
+
+    A process killed while saving leaves the previous checkpoint (say ``last.ckpt``) as it was
+    and at most a ``.last.ckpt.tmp-<pid>`` file, which :func:`remove_stale_temporaries` clears.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH,
+                        storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f'{type(self).__name__} takes no storage_options')
+        path = os.fspath(path)
+        folder = osp.dirname(path) or '.'
+        os.makedirs(folder, exist_ok=True)
+        tmp = osp.join(folder, _TMP.format(name=osp.basename(path), pid=os.getpid()))
+        try:
+            with open(tmp, 'wb') as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if osp.exists(tmp):
+                os.remove(tmp)
+            raise
+        try:  # the rename itself survives a power cut once the folder entry is on disk
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # pragma: no cover - folders cannot be fsynced on some platforms
+            pass
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Delete the temporary files of saves that were killed; returns their paths."""
+    stale = glob.glob(osp.join(folder, '.*.tmp-*'))
+    for path in stale:
+        os.remove(path)
+    return stale
+
+
+def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
+    """``--resume`` -> a checkpoint path (``'auto'``: the newest checkpoint of the work dir, else None).
+
+    Every checkpoint holds the whole training state; ``last.ckpt`` is normally the newest, but a
+    run killed between writing ``epoch=N-...ckpt`` and ``last.ckpt`` resumes from the former.
+    """
+    if not resume:
+        return None
+    if resume == 'auto':
+        candidates = glob.glob(osp.join(work_dir, 'checkpoints', '*.ckpt'))  # not the hidden temporaries
+        return max(candidates, key=lambda p: (osp.getmtime(p), osp.basename(p).startswith('last'))) \
+            if candidates else None
+    if not osp.isfile(resume):
+        raise ConfigError(f"--resume '{resume}' not found; give a .ckpt file or 'auto'")
+    return resume
+
+
+def checkpoint_callbacks(plan: 'RunPlan') -> list[ModelCheckpoint]:
+    """``checkpoint_config`` (periodic + ``last.ckpt``) and ``evaluation.save_best`` checkpoints."""
+    policy = plan.checkpoint
+    kwargs: dict[str, Any] = dict(dirpath=plan.checkpoint_dir, save_last=policy.save_last)
+    if policy.by_epoch:  # mmcv's CheckpointHook saves after every training epoch, evaluated or not
+        kwargs['save_on_train_epoch_end'] = True
+    if policy.interval > 0:
+        kwargs['every_n_epochs' if policy.by_epoch else 'every_n_train_steps'] = policy.interval
+        if policy.max_keep > 0:  # mmcv's max_keep_ckpts keeps the newest files: rank them by step
+            kwargs.update(save_top_k=policy.max_keep, monitor='step', mode='max')
+        else:
+            kwargs['save_top_k'] = -1
+    else:
+        kwargs['save_top_k'] = 0
+    callbacks = [ModelCheckpoint(**kwargs)]
+    if plan.evaluation.save_best is not None:
+        key, mode = plan.evaluation.save_best
+        callbacks.append(ModelCheckpoint(dirpath=plan.checkpoint_dir, monitor=f'val/{key}', mode=mode,
+                                         filename=f'best_{key}_epoch_{{epoch}}', auto_insert_metric_name=False,
+                                         save_top_k=1, save_last=False))
+    return callbacks

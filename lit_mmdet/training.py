@@ -1,0 +1,125 @@
+"""``lit_mmdet.train``: what ``train.py`` does, for Python users.
+
+As mmdet's ``tools/train.py`` + ``train_detector``: resolve the config once
+(:func:`~lit_mmdet.plan.resolve_run`), seed, build the detector and data, load ``load_from`` (or
+resume), dump the config to the work dir, train, then draw the curves and close W&B.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence, Union
+
+import pytorch_lightning as pl
+
+from .config import ConfigLike
+from .data import MMDetDataModule
+from .models import LitDetector
+from .plan import RunPlan, RunSettings, resolve_run
+
+__all__ = ['TrainResult', 'train']
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run left behind.
+
+    Attributes:
+        plan: The run's plan.
+        trainer: The Trainer that ran it.
+        module: The trained ``LitDetector``.
+        preempted_at: The iteration after which SIGTERM stopped the run (``last.ckpt`` written), else None.
+        metrics: The last validation metrics (``val/...``).
+        metrics_csv: The CSV logger's ``metrics.csv`` (None when it wrote none, e.g. ``fast_dev_run``).
+        plots: The PNG curves written to ``<work_dir>/plots``.
+    """
+
+    plan: RunPlan
+    trainer: pl.Trainer
+    module: LitDetector
+    preempted_at: Optional[int] = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_csv: Optional[str] = None
+    plots: list[str] = field(default_factory=list)
+
+
+def _plots(metrics_csv: Optional[str], out_dir: str) -> list[str]:
+    """The PNG curves; a drawing error is a warning, never a failed run."""
+    from .plots import write_plots
+    if metrics_csv is None or not osp.isfile(metrics_csv):
+        return []
+    try:
+        return write_plots(metrics_csv, out_dir)
+    except Exception as exc:  # noqa: BLE001 - matplotlib errors
+        print(f'warning: could not draw the plots ({type(exc).__name__}: {exc})', file=sys.stderr)
+        return []
+
+
+def _metrics_csv(trainer: pl.Trainer) -> Optional[str]:
+    from pytorch_lightning.loggers import CSVLogger
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and logger.log_dir:
+            return osp.join(logger.log_dir, 'metrics.csv')
+    return None
+
+
+def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[str], Mapping] = None,
+          settings: Optional[RunSettings] = None, *, resume: Optional[str] = None, trust_checkpoint: bool = False,
+          callbacks: Optional[list[pl.Callback]] = None, **trainer_overrides: Any) -> TrainResult:
+    """Train a config as ``train.py`` does.
+
+    Args:
+        config: A config path, mmcv ``Config``, config dict or an already resolved ``RunPlan``.
+        cfg_options: ``--cfg-options`` overrides.
+        settings: Command-line choices (work dir, length, seed, devices, precision, W&B, ...).
+        resume: A checkpoint to continue from, or ``'auto'`` (the work dir's newest, if any).
+        trust_checkpoint: Allow checkpoints that need full unpickling (trusted files only).
+        callbacks: More Lightning callbacks.
+        **trainer_overrides: Trainer arguments that replace the plan's (e.g. ``enable_progress_bar``).
+    """
+    from mmdet.apis import set_random_seed
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from .models.checkpoint import load_mmdet_weights, read_checkpoint
+    from .runtime.checkpoints import remove_stale_temporaries, resolve_resume
+    from .runtime.loggers import finish_wandb, log_run_files
+    from .runtime.trainer import build_trainer
+
+    plan = resolve_run(config, cfg_options, settings)
+    os.makedirs(plan.work_dir, exist_ok=True)
+    pl.seed_everything(plan.seed, workers=False, verbose=False)
+    set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
+    trainer = build_trainer(plan, callbacks, **trainer_overrides)
+    module = LitDetector(plan)
+    ckpt_path = resolve_resume(resume, plan.work_dir)
+    if ckpt_path is not None:  # a clear error for a corrupt or untrusted file before Lightning loads it
+        read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True)
+    elif plan.cfg.get('load_from'):
+        report = load_mmdet_weights(module.model, plan.cfg.load_from, trust=trust_checkpoint)
+        print(f'load_from {plan.cfg.load_from}: {report}')
+    if trainer.is_global_zero:
+        for stale in remove_stale_temporaries(plan.checkpoint_dir):
+            print(f'removed {stale}: a checkpoint save that was killed')
+        config_file = osp.join(plan.work_dir, f'{plan.name}.py')
+        with open(config_file, 'w') as f:
+            f.write(plan.config_text)
+        log_run_files(trainer.loggers, config_file)
+    result = TrainResult(plan=plan, trainer=trainer, module=module)
+    try:
+        trainer.fit(module, datamodule=MMDetDataModule(plan), ckpt_path=ckpt_path,
+                    weights_only=not trust_checkpoint)
+    except SIGTERMException:  # preempted: the checkpoint is written (ResumeState), stop cleanly
+        finish_wandb(trainer.loggers)
+        result.preempted_at = trainer.global_step
+        return result
+    result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}
+    if trainer.is_global_zero:
+        result.metrics_csv = _metrics_csv(trainer)
+        result.plots = _plots(result.metrics_csv, osp.join(plan.work_dir, 'plots'))
+        finish_wandb(trainer.loggers, result.plots)
+    return result
