@@ -13,19 +13,21 @@ SHAPES := data/shapes/annotations/instances_val.json
 
 env: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml tools/build_mmcv.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -U pip "setuptools<81" wheel ninja numpy
-	$(PY) -m pip install -q $(TORCH)
-	bash tools/build_mmcv.sh $(PY)
-	$(PY) -m pip install -q -e ".[test,mmcls]"
-	touch $@
+$(STAMP): setup.cfg pyproject.toml tools/build_mmcv.sh tools/cxx20
+	@echo "set-up: a Python environment in $(VENV) (once per checkout; the mmcv-full wheel once per machine)"
+	@test -x $(PY) || tools/timed "create $(VENV)" $(PYTHON) -m venv $(VENV)
+	@tools/timed "pip, setuptools<81, wheel, ninja, numpy" $(PY) -m pip install -q -U pip "setuptools<81" wheel ninja numpy
+	@tools/timed "$(TORCH) (~1 min)" $(PY) -m pip install -q $(TORCH)
+	@tools/timed "mmcv-full 1.7.2 (cached wheel: seconds; a build: a few minutes)" bash tools/build_mmcv.sh $(PY)
+	@tools/timed "lit_mmdet and its dependencies: mmdet, timm, Lightning, wandb, ... (~1 min)" \
+		$(PY) -m pip install -q -e ".[test,mmcls]"
+	@touch $@
 
 mmcv: ## (re)build the cached mmcv-full wheel only
 	bash tools/build_mmcv.sh $(PY)
 
 $(SHAPES): | $(STAMP)
-	$(PY) -m lit_mmdet.datasets.shapes --out data/shapes
+	@tools/timed "generate the shapes dataset in data/shapes" $(PY) -m lit_mmdet.datasets.shapes --out data/shapes
 
 demo: $(STAMP) $(SHAPES)
 	$(PY) train.py --config configs/solo_timm_shapes.py --seed 0
