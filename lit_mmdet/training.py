@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import os.path as osp
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import pytorch_lightning as pl
 
 from .config import ConfigLike
 from .data import MMDetDataModule
+from .errors import TrainingError
 from .models import LitDetector
 from .plan import RunPlan, RunSettings, resolve_run
 
@@ -33,7 +35,8 @@ class TrainResult:
         plan: The run's plan.
         trainer: The Trainer that ran it.
         module: The trained ``LitDetector``.
-        preempted_at: The iteration after which SIGTERM stopped the run (``last.ckpt`` written), else None.
+        preempted_at: The iteration after which a signal stopped the run (``last.ckpt`` written), else None.
+        stopped_by: That signal's name (``'SIGTERM'``, ``'SIGINT'``), else None.
         metrics: The last validation metrics (``val/...``).
         metrics_csv: The CSV logger's ``metrics.csv`` (None when it wrote none, e.g. ``fast_dev_run``).
         plots: The PNG curves written to ``<work_dir>/plots``.
@@ -43,6 +46,7 @@ class TrainResult:
     trainer: pl.Trainer
     module: LitDetector
     preempted_at: Optional[int] = None
+    stopped_by: Optional[str] = None
     metrics: dict[str, float] = field(default_factory=dict)
     metrics_csv: Optional[str] = None
     plots: list[str] = field(default_factory=list)
@@ -68,6 +72,12 @@ def _metrics_csv(trainer: pl.Trainer) -> Optional[str]:
     return None
 
 
+def _worker_died(exc: BaseException) -> bool:
+    """torch's errors for a DataLoader worker killed (e.g. by the OOM killer) or gone."""
+    text = str(exc)
+    return 'DataLoader worker' in text and ('killed by signal' in text or 'exited unexpectedly' in text)
+
+
 def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[str], Mapping] = None,
           settings: Optional[RunSettings] = None, *, resume: Optional[str] = None, trust_checkpoint: bool = False,
           callbacks: Optional[list[pl.Callback]] = None, **trainer_overrides: Any) -> TrainResult:
@@ -85,7 +95,8 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     from mmdet.apis import set_random_seed
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from .models.checkpoint import load_mmdet_weights, read_checkpoint
+    from .models.checkpoint import check_fits, load_mmdet_weights, read_checkpoint
+    from .runtime.callbacks import ResumeState
     from .runtime.checkpoints import remove_stale_temporaries, resolve_resume
     from .runtime.loggers import finish_wandb, log_run_files
     from .runtime.trainer import build_trainer
@@ -96,9 +107,9 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
     trainer = build_trainer(plan, callbacks, **trainer_overrides)
     module = LitDetector(plan)
-    ckpt_path = resolve_resume(resume, plan.work_dir)
-    if ckpt_path is not None:  # a clear error for a corrupt or untrusted file before Lightning loads it
-        read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True)
+    ckpt_path = resolve_resume(resume, plan.work_dir, trust=trust_checkpoint)
+    if ckpt_path is not None:  # clear errors for a corrupt, untrusted or other model's file before Lightning
+        check_fits(module, read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True), ckpt_path)
     elif plan.cfg.get('load_from'):
         report = load_mmdet_weights(module.model, plan.cfg.load_from, trust=trust_checkpoint)
         print(f'load_from {plan.cfg.load_from}: {report}')
@@ -115,8 +126,18 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
                     weights_only=not trust_checkpoint)
     except SIGTERMException:  # preempted: the checkpoint is written (ResumeState), stop cleanly
         finish_wandb(trainer.loggers)
+        state = next((c for c in trainer.callbacks if isinstance(c, ResumeState)), None)
         result.preempted_at = trainer.global_step
+        result.stopped_by = signal.Signals(state.stop_signal if state and state.stop_signal else signal.SIGTERM).name
         return result
+    except RuntimeError as exc:
+        if not _worker_died(exc):
+            raise
+        last = osp.join(plan.checkpoint_dir, 'last.ckpt')
+        kept = f'the last checkpoint ({last}) is intact' if osp.isfile(last) else 'no checkpoint was written yet'
+        raise TrainingError(f'a DataLoader worker died ({str(exc).strip().splitlines()[0]}), likely out of memory: '
+                            f'lower data.workers_per_gpu or data.samples_per_gpu; {kept}; continue with --work-dir '
+                            f'{plan.work_dir} --resume auto') from None
     result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}
     if trainer.is_global_zero:
         result.metrics_csv = _metrics_csv(trainer)

@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     if not trainer.is_global_zero:
         return 0
     if result.preempted_at is not None:
-        print(f'stopped by SIGTERM after iteration {result.preempted_at}; resume with: '
+        print(f'stopped by {result.stopped_by} after iteration {result.preempted_at}; resume with: '
               f'train.py --config {args.config} --work-dir {plan.work_dir} --resume auto', flush=True)
-        return 0
+        return 130 if result.stopped_by == 'SIGINT' else 0  # a shell's code for Ctrl-C
     if result.metrics:
         print('final validation: ' + ', '.join(f'{k}={v:.4f}' for k, v in sorted(result.metrics.items())))
     plots_dir = osp.join(plan.work_dir, 'plots')

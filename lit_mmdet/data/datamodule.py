@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import os.path as osp
-from typing import TYPE_CHECKING, Any, Optional, Union
+import signal
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import pytorch_lightning as pl
 import torch.distributed as dist
@@ -62,6 +63,24 @@ def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = No
         raise ConfigError(f'{where}.ann_file is not valid JSON ({bad_json}); fix or regenerate it') from None
 
 
+class WorkerInit:
+    """mmdet's worker seeding (``init``), and SIGTERM / SIGINT ignored in the workers.
+
+    A cluster (``scancel``, a time limit) or a terminal (Ctrl-C) signals the whole process group,
+    workers included; the main process finishes its step, writes ``last.ckpt`` and shuts its
+    workers down, which it cannot do when they died first.
+    """
+
+    def __init__(self, init: Optional[Callable[[int], None]]) -> None:
+        self.init = init
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if self.init is not None:
+            self.init(worker_id)
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -100,6 +119,7 @@ class MMDetDataModule(pl.LightningDataModule):
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.test_dataset: Any = None
+        self._train_order: Optional[dict] = None
 
     # ------------------------------------------------------------------ datasets
     def _eval_dataset(self, split: str) -> Any:
@@ -127,17 +147,28 @@ class MMDetDataModule(pl.LightningDataModule):
         args.update(self.cfg.data.get(f'{split}_dataloader', {}))
         if args['workers_per_gpu'] == 0:
             args['persistent_workers'] = False
-        return build_dataloader(dataset, **args)
+        loader = build_dataloader(dataset, **args)
+        loader.worker_init_fn = WorkerInit(loader.worker_init_fn)
+        return loader
 
     def _train_loader(self, dataset: Any) -> DataLoader:
         return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
                             runner_type='EpochBasedRunner')
 
+    def resume_train_order(self, state: dict) -> None:
+        """The next training loader continues an interrupted epoch (``ResumeState`` hands the
+        checkpoint's sampler state over before Lightning builds the loader)."""
+        self._train_order = state
+
     @override
     def train_dataloader(self) -> DataLoader:
         """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
         (``loader.batch_sampler.sampler``), so an interrupted epoch resumes exactly."""
-        return resumable_loader(self._train_loader(self.train_dataset))
+        loader = resumable_loader(self._train_loader(self.train_dataset))
+        if self._train_order is not None:
+            loader.batch_sampler.replay(self._train_order)
+            self._train_order = None
+        return loader
 
     def workflow_val_dataloader(self) -> DataLoader:
         """``workflow=[('train', n), ('val', m)]``: ``data.val`` with the training pipeline (mmdet's

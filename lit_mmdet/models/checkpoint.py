@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from .builder import without_weight_loading
 from .detector import LitDetector
 
-__all__ = ['LoadReport', 'export_mmdet_checkpoint', 'load_mmdet_weights', 'load_detector', 'read_checkpoint',
+__all__ = ['CorruptCheckpoint', 'LoadReport', 'check_fits', 'export_mmdet_checkpoint', 'load_mmdet_weights', 'load_detector', 'read_checkpoint',
            'inference_config']
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,29 @@ class LoadReport:
     def __str__(self) -> str:
         return (f'missing keys: {self.missing or "none"}; unexpected keys: '
                 f'{self.unexpected or "none"}; shape mismatch: {self.mismatched or "none"}')
+
+
+class CorruptCheckpoint(ConfigError):
+    """A checkpoint file that is truncated or not a checkpoint at all."""
+
+
+def check_fits(module: torch.nn.Module, checkpoint: dict, path: str) -> None:
+    """A Lightning checkpoint's ``state_dict`` must fit ``module``: the same keys and shapes (EMA
+    copies, which hooks create when training starts, aside).
+
+    Raises:
+        ConfigError: One line listing the missing, unexpected and mismatched keys.
+    """
+    state, own = checkpoint.get('state_dict', {}), module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.startswith('model.ema_')]
+    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or mismatched:
+        def few(keys: list) -> str:
+            return f"{len(keys)} {keys[:3]}{'...' if len(keys) > 3 else ''}"
+        raise ConfigError(f"checkpoint '{path}' does not fit this config's model (missing {few(missing)}, "
+                          f"unexpected {few(unexpected)}, shape mismatch {few(mismatched)}); resume with the "
+                          f"config it was trained with, or start afresh (load_from= loads weights non-strictly)")
 
 
 def inference_config(cfg: Config) -> Config:
@@ -76,15 +99,15 @@ def read_checkpoint(path: str, trust: bool = False, mmap: bool = False) -> dict:
         return torch.load(path, map_location='cpu', weights_only=not trust, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if trust:
-            raise ConfigError(f"checkpoint '{path}' cannot be read ({str(exc).splitlines()[0]}); "
-                              f"use an earlier checkpoint") from None
+            raise CorruptCheckpoint(f"checkpoint '{path}' cannot be read ({str(exc).splitlines()[0]}); "
+                                    f"use an earlier checkpoint") from None
         reason = next((line.strip() for line in str(exc).splitlines() if 'Unsupported global' in line),
                       str(exc).splitlines()[0])
         raise ConfigError(f"checkpoint '{path}' needs full unpickling, which can run code ({reason}); "
                           f"if you trust where it comes from, add --trust-checkpoint") from None
     except (RuntimeError, EOFError, ValueError) as exc:
-        raise ConfigError(f"checkpoint '{path}' is corrupt or incomplete ({str(exc).splitlines()[0]}); "
-                          f"use an earlier checkpoint") from None
+        raise CorruptCheckpoint(f"checkpoint '{path}' is corrupt or incomplete ({str(exc).splitlines()[0]}); "
+                                f"use an earlier checkpoint") from None
 
 
 def _read_checkpoint(path: str, trust: bool = False) -> tuple[dict, dict]:

@@ -106,6 +106,7 @@ def _numpy_restore(state: tuple) -> tuple:
 
 
 def _batch_sampler(trainer: pl.Trainer) -> Any:
+    """The training loader's :class:`ResumableBatchSampler` (None for other loaders)."""
     from ..data.samplers import ResumableBatchSampler
     flat = train_loaders(trainer)
     sampler = getattr(flat[0], 'batch_sampler', None) if len(flat) == 1 else None
@@ -119,8 +120,9 @@ class ResumeState(Checkpoint):
     epoch, the epoch's sample order and position (:class:`ResumableBatchSampler`), so a resumed
     run trains on the same batches with the same random numbers as an uninterrupted one.
 
-    On SIGTERM (preemption) the current step finishes, ``last_path`` is written and the run
-    stops cleanly (Lightning's ``SIGTERMException``, exit code 0); ``--resume auto`` continues.
+    On SIGTERM (preemption) or a first Ctrl-C (SIGINT) the current step finishes, ``last_path`` is
+    written and the run stops cleanly (Lightning's ``SIGTERMException``; ``stop_signal`` says
+    which); ``--resume auto`` continues. A second Ctrl-C aborts at once (``KeyboardInterrupt``).
 
     A ``Checkpoint`` callback, so Lightning runs it after the model's own callbacks (the EMA
     update of the step is in the checkpoint); ``LitDetector.configure_callbacks`` lists it after
@@ -136,8 +138,9 @@ class ResumeState(Checkpoint):
         self._loaded: Optional[dict] = None
         self._torch_at_batch: Optional[torch.Tensor] = None
         self.preempted_at: Optional[int] = None
-        self._sigterm = False
-        self._previous_handler: Any = None
+        #: The signal that stopped the run (``signal.SIGTERM`` or ``signal.SIGINT``), else None.
+        self.stop_signal: Optional[int] = None
+        self._previous_handlers: dict[int, Any] = {}
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -169,18 +172,15 @@ class ResumeState(Checkpoint):
     def load_state_dict(self, state_dict: dict) -> None:
         self._loaded = state_dict
 
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self._sigterm = True
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.stop_signal = self.stop_signal or signum
 
     @override
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning's own SIGTERM handler broadcasts inside the signal handler, which deadlocks
-        # DDP when ranks are in other collectives; this one only sets a flag, and the ranks agree
-        # at the end of the step (on_train_batch_end), whoever got the signal
-        if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-        # after Lightning restored the loops and created the loader's iterator, before the first
-        # batch is drawn (a run restarted inside an epoch gets no on_train_epoch_start)
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after Lightning restored this callback's state, before it builds the training loader and
+        # creates its iterator (which, with DataLoader workers, draws the first batches' indices at once)
         loaded, self._loaded = self._loaded, None
         if loaded is None:
             return
@@ -191,22 +191,34 @@ class ResumeState(Checkpoint):
                         len(ranks))
             return
         state = ranks[trainer.global_rank]
-        sampler = _batch_sampler(trainer)
-        if 'sampler' in state and sampler is not None:
-            # sets numpy/Python RNG before the first batch loads
-            sampler.replay(dict(state['sampler'], numpy=_numpy_restore(state['sampler']['numpy'])))
+        resume_order = getattr(trainer.datamodule, 'resume_train_order', None)
+        if 'sampler' in state and resume_order is not None:
+            # the loader continues the epoch: order, position and numpy/Python RNG from before the next batch
+            resume_order(dict(state['sampler'], numpy=_numpy_restore(state['sampler']['numpy'])))
             self._torch_at_batch = state['torch']  # after the loader's iterator draws its seed
             return
+        if 'sampler' in state:
+            log.warning('resuming inside an epoch without MMDetDataModule: the epoch starts over')
         np.random.set_state(_numpy_restore(state['numpy']))
         random.setstate(state['python'])
         torch.set_rng_state(state['torch'])
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning's own SIGTERM handler broadcasts inside the signal handler, which deadlocks
+        # DDP when ranks are in other collectives; this one only sets a flag, and the ranks agree
+        # at the end of the step (on_train_batch_end), whoever got the signal
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """The process's own SIGTERM handler again (the Trainer's run is over)."""
-        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
+        """The process's own SIGTERM / SIGINT handlers again (the Trainer's run is over)."""
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -222,15 +234,16 @@ class ResumeState(Checkpoint):
                            batch: Any, batch_idx: int) -> None:
         # every rank must agree before the (collective) save; mmdet's train_step already syncs
         # each step under DDP (_parse_losses all-reduces the log values), so this adds no stall
-        got = self._sigterm or bool(trainer.received_sigterm)
+        got = self.stop_signal is not None or bool(trainer.received_sigterm)
         stop = trainer.strategy.reduce_boolean_decision(got, all=False)
         if not stop:
             return
+        self.stop_signal = self.stop_signal or signal.SIGTERM  # (another rank's)
         # saved where Lightning's own step checkpoints are saved, so the loops resume inside the epoch
         trainer.save_checkpoint(self.last_path)
         self.preempted_at = trainer.global_step
-        rank_zero_info(f'SIGTERM: saved {self.last_path} after iteration {trainer.global_step} '
-                       f'(epoch {trainer.current_epoch}); continue with --resume auto')
+        rank_zero_info(f'{signal.Signals(self.stop_signal).name}: saved {self.last_path} after iteration '
+                       f'{trainer.global_step} (epoch {trainer.current_epoch}); continue with --resume auto')
 
 
 class SkippedImagesLog(pl.Callback):

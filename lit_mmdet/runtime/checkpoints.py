@@ -20,7 +20,7 @@ from lightning_fabric.utilities.types import _PATH
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     from ..plan import RunPlan
@@ -53,9 +53,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             if osp.exists(tmp):
                 os.remove(tmp)
+            if isinstance(exc, OSError):  # a full disk, a read-only or vanished work dir
+                kept = f'{path} as it was before is intact' if osp.exists(path) else f'nothing was written to {path}'
+                raise TrainingError(f'could not write the checkpoint {path} ({exc.strerror or exc}); {kept}; free '
+                                    f'space in {folder} (or give another --work-dir), then --resume auto') from None
             raise
         try:  # the rename itself survives a power cut once the folder entry is on disk
             fd = os.open(folder, os.O_RDONLY)
@@ -75,21 +79,39 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return stale
 
 
-def resolve_resume(resume: Optional[str], work_dir: str) -> Optional[str]:
-    """``--resume`` -> a checkpoint path (``'auto'``: the newest checkpoint of the work dir, else None).
+def resolve_resume(resume: Optional[str], work_dir: str, trust: bool = False) -> Optional[str]:
+    """``--resume`` -> a checkpoint path (``'auto'``: the newest whole checkpoint of the work dir, else None).
 
     Every checkpoint holds the whole training state; ``last.ckpt`` is normally the newest, but a
-    run killed between writing ``epoch=N-...ckpt`` and ``last.ckpt`` resumes from the former.
+    run killed between writing ``epoch=N-...ckpt`` and ``last.ckpt`` resumes from the former. A
+    newest file that is truncated or not a checkpoint is passed over with a warning naming it and
+    the one used instead; ``--resume PATH`` to such a file is a one-line error.
     """
+    from ..models.checkpoint import CorruptCheckpoint, read_checkpoint
+
     if not resume:
         return None
-    if resume == 'auto':
-        candidates = glob.glob(osp.join(work_dir, 'checkpoints', '*.ckpt'))  # not the hidden temporaries
-        return max(candidates, key=lambda p: (osp.getmtime(p), osp.basename(p).startswith('last'))) \
-            if candidates else None
-    if not osp.isfile(resume):
-        raise ConfigError(f"--resume '{resume}' not found; give a .ckpt file or 'auto'")
-    return resume
+    if resume != 'auto':
+        if not osp.isfile(resume):
+            raise ConfigError(f"--resume '{resume}' not found; give a .ckpt file or 'auto'")
+        read_checkpoint(resume, trust=trust, mmap=True)
+        return resume
+    candidates = sorted(glob.glob(osp.join(work_dir, 'checkpoints', '*.ckpt')),  # not the hidden temporaries
+                        key=lambda p: (osp.getmtime(p), osp.basename(p).startswith('last')), reverse=True)
+    skipped = []
+    for path in candidates:
+        try:
+            read_checkpoint(path, trust=trust, mmap=True)
+        except CorruptCheckpoint as exc:
+            skipped.append((path, str(exc)))
+            continue
+        for bad, why in skipped:
+            log.warning('--resume auto: %s; resuming from %s instead', why.split('; use an earlier')[0], path)
+        return path
+    if skipped:
+        raise ConfigError(f'--resume auto: no whole checkpoint in {osp.join(work_dir, "checkpoints")} '
+                          f'({len(skipped)} corrupt: {[p for p, _ in skipped]}); start without --resume')
+    return None
 
 
 def checkpoint_callbacks(plan: 'RunPlan') -> list[ModelCheckpoint]:
