@@ -78,6 +78,28 @@ def _worker_died(exc: BaseException) -> bool:
     return 'DataLoader worker' in text and ('killed by signal' in text or 'exited unexpectedly' in text)
 
 
+def _run_failure(exc: BaseException, trainer: pl.Trainer, plan: RunPlan) -> Optional[TrainingError]:
+    """What stopped training, as one line naming the cause (and, under DDP, the rank); None: not ours."""
+    from .runtime.rank_failure import RankFailures, cause_of, other_rank_failure
+
+    last = osp.join(plan.checkpoint_dir, 'last.ckpt')
+    kept = f'the last checkpoint ({last}) is intact' if osp.isfile(last) else 'no checkpoint was written yet'
+    if isinstance(exc, RuntimeError) and _worker_died(exc):
+        return TrainingError(f'a DataLoader worker died ({str(exc).strip().splitlines()[0]}), likely out of memory: '
+                             f'lower data.workers_per_gpu or data.samples_per_gpu; {kept}; continue with --work-dir '
+                             f'{plan.work_dir} --resume auto')
+    failures = next((c for c in trainer.callbacks if isinstance(c, RankFailures)), None)
+    if failures is None or failures.run is None:
+        return None
+    rank = trainer.global_rank
+    found = other_rank_failure(plan.work_dir, failures.run, rank)
+    if found is not None:
+        return TrainingError(f'rank {found[0]} failed ({found[1]}); rank {rank} stopped too; {kept}; fix the cause, '
+                             f'then --resume auto')
+    return TrainingError(f'rank {rank} failed ({cause_of(exc)}); the other ranks stop too; {kept}; fix the cause, '
+                         f'then --resume auto')
+
+
 def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[str], Mapping] = None,
           settings: Optional[RunSettings] = None, *, resume: Optional[str] = None, trust_checkpoint: bool = False,
           callbacks: Optional[list[pl.Callback]] = None, **trainer_overrides: Any) -> TrainResult:
@@ -130,14 +152,11 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
         result.preempted_at = trainer.global_step
         result.stopped_by = signal.Signals(state.stop_signal if state and state.stop_signal else signal.SIGTERM).name
         return result
-    except RuntimeError as exc:
-        if not _worker_died(exc):
+    except Exception as exc:  # noqa: BLE001 - said as one line (--debug: the traceback)
+        error = _run_failure(exc, trainer, plan)
+        if error is None:
             raise
-        last = osp.join(plan.checkpoint_dir, 'last.ckpt')
-        kept = f'the last checkpoint ({last}) is intact' if osp.isfile(last) else 'no checkpoint was written yet'
-        raise TrainingError(f'a DataLoader worker died ({str(exc).strip().splitlines()[0]}), likely out of memory: '
-                            f'lower data.workers_per_gpu or data.samples_per_gpu; {kept}; continue with --work-dir '
-                            f'{plan.work_dir} --resume auto') from None
+        raise error from exc
     result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}
     if trainer.is_global_zero:
         result.metrics_csv = _metrics_csv(trainer)

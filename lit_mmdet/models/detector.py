@@ -10,8 +10,8 @@ rescale=True``) followed by ``dataset.evaluate``. The optimizer is mmdet's
 Everything mmcv's runner did for a run that Lightning lets a module own comes from
 :meth:`LitDetector.configure_callbacks`, whatever Trainer runs it: the hook driver (LR/momentum
 schedules and every ``custom_hooks`` entry), the checkpoints of ``checkpoint_config`` /
-``evaluation.save_best``, exact-resume state with SIGTERM handling, validation images and
-skipped-image counts.
+``evaluation.save_best``, exact-resume state with SIGTERM handling, validation images,
+skipped-image counts and, under DDP, every rank stopping when one fails.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from ..runtime.optimizer_hooks import GradientAccumulation
 from ..runtime.callbacks import EvalImages, ResumeState, SkippedImagesLog
 from ..runtime.checkpoints import checkpoint_callbacks
 from ..runtime.hook_driver import HookDriver, build_hooks
+from ..runtime.rank_failure import RankFailures
 from .builder import build_model, check_num_classes
 
 __all__ = ['LitDetector', 'scaled_lr']
@@ -217,7 +218,7 @@ class LitDetector(pl.LightningModule):
         hooks = build_hooks(cfg.get('lr_config'), cfg.get('momentum_config'), cfg.get('custom_hooks'))
         self.hook_driver = HookDriver(hooks, by_epoch=plan.by_epoch, work_dir=plan.work_dir,
                                       log_interval=plan.log_interval, workflow=plan.workflow, meta=self._runner_meta)
-        callbacks += [self.hook_driver, SkippedImagesLog()]
+        callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir)]
         if self.trainer.checkpoint_callback is not None:
             callbacks += checkpoint_callbacks(plan)
         return callbacks + [ResumeState(osp.join(plan.checkpoint_dir, 'last.ckpt'))]

@@ -66,6 +66,25 @@ def test_sigterm_to_the_process_group_with_workers_saves_and_resumes_exactly(sha
 
 
 @pytest.mark.slow
+def test_sigterm_to_the_process_group_under_ddp_stops_every_rank_and_resumes_exactly(shapes_dir, tmp_path):
+    """2 processes (gloo), each with a DataLoader worker, all signalled at once as SLURM does."""
+    options = tiny_options(shapes_dir, **WORKERS, **{'data.samples_per_gpu': 1})
+    ddp = ('--accelerator', 'cpu', '--devices', '2')
+    _run(_args(_paced_with_workers(tmp_path / 'a', deterministic=True), tmp_path / 'whole', shapes_dir, *ddp,
+               options=options))
+    paced = _paced_with_workers(tmp_path / 'b', deterministic=True)
+    proc = _group(_args(paced, tmp_path / 'cut', shapes_dir, *ddp, options=options))
+    _wait_for_images(tmp_path / 'b' / 'loaded', 14, proc)  # 8 images an epoch over both ranks: epoch 1
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=180)  # no rank left waiting in a collective
+    assert proc.returncode == 0, err[-3000:]
+    assert 'stopped by SIGTERM after iteration' in out and 'DataLoader worker' not in err
+    assert 4 < _weights(tmp_path / 'cut')['global_step'] < 4 * EPOCHS
+    _run(_args(paced, tmp_path / 'cut', shapes_dir, *ddp, '--resume', 'auto', options=options))
+    _same_run(tmp_path / 'cut', tmp_path / 'whole')
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('presses', [1, 2])
 def test_ctrl_c_once_saves_and_exits_130_twice_aborts(shapes_dir, tmp_path, presses):
     proc = _group(_args(_paced_with_workers(tmp_path), tmp_path / 'work', shapes_dir,

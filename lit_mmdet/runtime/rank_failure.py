@@ -1,0 +1,101 @@
+"""One rank fails, every rank stops within seconds, and the message names the rank and the cause.
+
+Under DDP a rank that raises leaves the others in their next collective: gloo notices the closed
+connection at once, NCCL waits for the process group's timeout (30 minutes by default). So a rank
+that fails writes a one-line note (``<work_dir>/.rank-failure-<run>-<rank>``); every rank watches
+for the other ranks' notes (a thread, every half second: it also sees them while the main thread
+is stuck in a collective) and stops, naming the rank that failed and why. ``<run>`` is agreed by
+all ranks when training starts, so notes of an earlier run are never read.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import os.path as osp
+import sys
+import threading
+import uuid
+from typing import Optional
+
+import pytorch_lightning as pl
+from typing_extensions import override
+
+__all__ = ['RankFailures', 'cause_of', 'other_rank_failure']
+
+_NOTE = '.rank-failure-{run}-{rank}'
+
+
+def cause_of(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the user-facing line for errors lit_mmdet raises)."""
+    from ..errors import ConfigError, TrainingError, one_line
+    text = one_line(exc) if isinstance(exc, (ConfigError, TrainingError)) else str(exc).strip()
+    first = text.splitlines()[0] if text else ''
+    return first if isinstance(exc, (ConfigError, TrainingError)) else f'{type(exc).__name__}: {first}'
+
+
+def other_rank_failure(work_dir: str, run: Optional[str], rank: int) -> Optional[tuple[int, str]]:
+    """(rank, cause) of another rank's failure note of this run, if any."""
+    if run is None:
+        return None
+    for path in sorted(glob.glob(osp.join(work_dir, _NOTE.format(run=run, rank='*')))):
+        other = int(path.rsplit('-', 1)[1])
+        if other != rank:
+            with open(path) as f:
+                return other, f.read().strip()
+    return None
+
+
+class RankFailures(pl.Callback):
+    """Failure notes and the watch for other ranks' (see the module docstring).
+
+    Args:
+        work_dir: Shared by every rank (as checkpoints need it to be).
+        interval: Seconds between looks for other ranks' notes.
+    """
+
+    def __init__(self, work_dir: str, interval: float = 0.5) -> None:
+        self.work_dir = work_dir
+        self.interval = interval
+        self.run: Optional[str] = None
+        self._rank = 0
+        self._stop = threading.Event()
+        self._failed = False
+        self._last_checkpoint: Optional[str] = None
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size < 2:
+            return
+        self._rank = trainer.global_rank
+        self.run = trainer.strategy.broadcast(uuid.uuid4().hex[:12] if trainer.is_global_zero else None)
+        self._last_checkpoint = osp.join(self.work_dir, 'checkpoints', 'last.ckpt')
+        self._stop.clear()
+        threading.Thread(target=self._watch, name='lit_mmdet-rank-failures', daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            found = other_rank_failure(self.work_dir, self.run, self._rank)
+            if found is None or self._failed:
+                continue
+            other, cause = found
+            kept = f'the last checkpoint ({self._last_checkpoint}) is intact' \
+                if osp.isfile(self._last_checkpoint) else 'no checkpoint was written yet'
+            print(f'error: rank {other} failed ({cause}); rank {self._rank} stops too; {kept}; fix the cause, '
+                  f'then --resume auto', file=sys.stderr, flush=True)
+            os._exit(1)  # the main thread may be waiting in a collective that never completes
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.run is None or self._failed:
+            return
+        self._failed = True
+        if other_rank_failure(self.work_dir, self.run, self._rank) is not None:
+            return  # a consequence of another rank's failure (e.g. gloo's closed connection)
+        note = osp.join(self.work_dir, _NOTE.format(run=self.run, rank=self._rank))
+        with open(note + '.tmp', 'w') as f:
+            f.write(cause_of(exception) + '\n')
+        os.replace(note + '.tmp', note)
+
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._stop.set()
