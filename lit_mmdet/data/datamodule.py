@@ -12,8 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os.path as osp
-import signal
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch.distributed as dist
@@ -26,7 +25,7 @@ from typing_extensions import override
 from ..config import ConfigLike, load_config
 from ..errors import ConfigError, unknown_type_error
 from .bad_images import guard_images
-from .samplers import resumable_loader
+from .samplers import WorkerInit, resumable_loader
 
 if TYPE_CHECKING:
     from ..plan import RunPlan
@@ -61,24 +60,6 @@ def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = No
         if not isinstance(bad_json, json.JSONDecodeError):
             raise
         raise ConfigError(f'{where}.ann_file is not valid JSON ({bad_json}); fix or regenerate it') from None
-
-
-class WorkerInit:
-    """mmdet's worker seeding (``init``), and SIGTERM / SIGINT ignored in the workers.
-
-    A cluster (``scancel``, a time limit) or a terminal (Ctrl-C) signals the whole process group,
-    workers included; the main process finishes its step, writes ``last.ckpt`` and shuts its
-    workers down, which it cannot do when they died first.
-    """
-
-    def __init__(self, init: Optional[Callable[[int], None]]) -> None:
-        self.init = init
-
-    def __call__(self, worker_id: int) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if self.init is not None:
-            self.init(worker_id)
 
 
 def _distributed() -> bool:
@@ -167,6 +148,7 @@ class MMDetDataModule(pl.LightningDataModule):
         loader = resumable_loader(self._train_loader(self.train_dataset))
         if self._train_order is not None:
             loader.batch_sampler.replay(self._train_order)
+            loader.worker_init_fn.resume = self._train_order.get('workers')
             self._train_order = None
         return loader
 

@@ -1,14 +1,83 @@
-"""A batch sampler that can replay an interrupted epoch exactly (order, position, RNG)."""
+"""Training data that can replay an interrupted epoch exactly: order, position and random numbers.
+
+* :class:`ResumableBatchSampler`: the epoch's order and position, and the main process's RNG
+  before each batch (augmentation with ``workers_per_gpu=0``).
+* :class:`WorkerInit` / :class:`WorkerRngCollate`: with DataLoader workers, each batch carries
+  its worker's RNG state after loading it (``batch[WORKER_RNG]``); a resumed epoch starts each
+  new worker with the state the uninterrupted run's worker for that batch had, so random
+  augmentation draws the same numbers. Workers also ignore SIGTERM / SIGINT.
+"""
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Iterator, Optional
+import signal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
-from torch.utils.data import DataLoader, Sampler
+import torch
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-__all__ = ['ResumableBatchSampler', 'resumable_loader']
+__all__ = ['ResumableBatchSampler', 'resumable_loader', 'WorkerInit', 'WorkerRng', 'WorkerRngCollate', 'WORKER_RNG']
+
+#: The key of a training batch that carries its worker's :class:`WorkerRng`.
+WORKER_RNG = '_worker_rng'
+
+
+@dataclass
+class WorkerRng:
+    """A DataLoader worker's RNG states (numpy, Python, torch) right after it loaded a batch."""
+
+    worker: int
+    numpy: tuple
+    python: tuple
+    torch: torch.Tensor
+
+
+class WorkerRngCollate:
+    """The loader's collate, then (in a worker) the worker's RNG states after the batch, as ``batch[WORKER_RNG]``."""
+
+    def __init__(self, collate: Callable[[list], Any]) -> None:
+        self.collate = collate
+
+    def __call__(self, samples: list) -> Any:
+        batch = self.collate(samples)
+        info = get_worker_info()
+        if info is not None and isinstance(batch, dict):
+            batch[WORKER_RNG] = WorkerRng(info.id, np.random.get_state(), random.getstate(), torch.get_rng_state())
+        return batch
+
+
+class WorkerInit:
+    """mmdet's worker seeding (``init``), SIGTERM / SIGINT ignored, and a resumed epoch's RNG states.
+
+    A cluster (``scancel``, a time limit) or a terminal (Ctrl-C) signals the whole process group,
+    workers included; the main process finishes its step, writes ``last.ckpt`` and shuts its
+    workers down, which it cannot do when they died first.
+
+    Attributes:
+        resume: For the next iterator's workers only (``ResumeState`` clears it once they started):
+            per worker, the :class:`WorkerRng` to start from, or the id of the worker whose fresh
+            seeding to take (a batch the uninterrupted run's worker loaded first in the epoch).
+    """
+
+    def __init__(self, init: Optional[Callable[[int], None]]) -> None:
+        self.init = init
+        self.resume: Optional[list[Union[int, WorkerRng, None]]] = None
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        state = self.resume[worker_id] if self.resume and worker_id < len(self.resume) else None
+        if isinstance(state, int):
+            worker_id = state  # seeded as the worker that loaded this batch in the uninterrupted run
+        if self.init is not None:
+            self.init(worker_id)
+        if isinstance(state, WorkerRng):
+            np.random.set_state(state.numpy)
+            random.setstate(state.python)
+            torch.set_rng_state(state.torch)
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
@@ -71,9 +140,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 def resumable_loader(loader: DataLoader) -> DataLoader:
     """The same DataLoader (dataset, workers, collate, seeding) batching through a
-    :class:`ResumableBatchSampler` over its sampler."""
+    :class:`ResumableBatchSampler` over its sampler, its workers' RNG states in the batches."""
     batch_sampler = ResumableBatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
-    kwargs: dict[str, Any] = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+    kwargs: dict[str, Any] = dict(num_workers=loader.num_workers, collate_fn=WorkerRngCollate(loader.collate_fn),
                                   pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
                                   persistent_workers=loader.persistent_workers)
     if loader.num_workers > 0:

@@ -35,6 +35,7 @@ from typing_extensions import override
 from ..adapters.lightning import writes_logs
 from ..config import ConfigLike, to_container
 from ..data.batch import unwrap_batch
+from ..data.samplers import WORKER_RNG
 from ..errors import ConfigError, TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
 from ..plan import RunPlan, resolve_run
@@ -153,6 +154,7 @@ class LitDetector(pl.LightningModule):
 
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        batch.pop(WORKER_RNG, None)  # (ResumeState takes it first)
         outputs = self.step_outputs = self.model.train_step(batch, None)
         batch_size = outputs['num_samples']
         log_vars = outputs['log_vars']

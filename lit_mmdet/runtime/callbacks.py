@@ -141,6 +141,7 @@ class ResumeState(Checkpoint):
         #: The signal that stopped the run (``signal.SIGTERM`` or ``signal.SIGINT``), else None.
         self.stop_signal: Optional[int] = None
         self._previous_handlers: dict[int, Any] = {}
+        self._worker_rng: dict[int, Any] = {}  # batch position -> its worker's RNG after loading it
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -161,12 +162,32 @@ class ResumeState(Checkpoint):
             if 0 < done < len(sampler):  # inside an epoch: the order, position and RNG to replay it
                 position = sampler.state_at(done)
                 position['numpy'] = _numpy_state(position['numpy'])
+                workers = train_loaders(trainer)[0].num_workers
+                if workers > 0:
+                    position['workers'] = self._worker_states(done, workers)
                 state['sampler'] = position
         ranks = [state]
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             ranks = [None] * dist.get_world_size()
             dist.all_gather_object(ranks, state)
         return dict(ranks=ranks)
+
+    def _worker_states(self, done: int, workers: int) -> list:
+        """What each worker of the resumed epoch starts from. Workers take batches in turn, so the
+        batch ``done + i`` (resumed worker ``i``) was loaded by the worker that had just loaded
+        batch ``done + i - workers``: its RNG after that batch; in the epoch's first round, the
+        fresh seeding of worker ``(done + i) % workers`` (its id)."""
+        states: list = []
+        for i in range(workers):
+            before = done + i - workers
+            rng = self._worker_rng.get(before)
+            if before < 0:
+                states.append((done + i) % workers)
+            elif rng is not None:
+                states.append(dict(numpy=_numpy_state(rng.numpy), python=rng.python, torch=rng.torch))
+            else:
+                states.append(None)
+        return states
 
     @override
     def load_state_dict(self, state_dict: dict) -> None:
@@ -193,8 +214,18 @@ class ResumeState(Checkpoint):
         state = ranks[trainer.global_rank]
         resume_order = getattr(trainer.datamodule, 'resume_train_order', None)
         if 'sampler' in state and resume_order is not None:
-            # the loader continues the epoch: order, position and numpy/Python RNG from before the next batch
-            resume_order(dict(state['sampler'], numpy=_numpy_restore(state['sampler']['numpy'])))
+            # the loader continues the epoch: order, position and numpy/Python RNG from before the next
+            # batch, and each DataLoader worker's RNG
+            from ..data.samplers import WorkerRng
+            order = dict(state['sampler'], numpy=_numpy_restore(state['sampler']['numpy']))
+            if 'workers' in order:
+                order['workers'] = [WorkerRng(i, _numpy_restore(w['numpy']), w['python'], w['torch'])
+                                    if isinstance(w, dict) else w for i, w in enumerate(order['workers'])]
+                workers = len(order['workers'])
+                for i, rng in enumerate(order['workers']):  # what the batches before the position left
+                    if isinstance(rng, WorkerRng):
+                        self._worker_rng[int(order['batch']) + i - workers] = rng
+            resume_order(order)
             self._torch_at_batch = state['torch']  # after the loader's iterator draws its seed
             return
         if 'sampler' in state:
@@ -211,6 +242,14 @@ class ResumeState(Checkpoint):
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+        from ..data.samplers import WorkerInit
+        for loader in train_loaders(trainer):  # the resumed epoch's workers have started: later epochs seed afresh
+            if isinstance(loader.worker_init_fn, WorkerInit):
+                loader.worker_init_fn.resume = None
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._worker_rng = {}
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -225,6 +264,12 @@ class ResumeState(Checkpoint):
                              batch_idx: int) -> None:
         if self.preempted_at is not None:  # the checkpoint is written and the last step logged: stop
             raise SIGTERMException()
+        from ..data.samplers import WORKER_RNG
+        rng = batch.pop(WORKER_RNG, None) if isinstance(batch, dict) else None
+        if rng is not None:
+            self._worker_rng[batch_idx] = rng
+            workers = train_loaders(trainer)[0].num_workers
+            self._worker_rng = {k: v for k, v in self._worker_rng.items() if k > batch_idx - workers - 1}
         if self._torch_at_batch is not None:
             torch.set_rng_state(self._torch_at_batch)
             self._torch_at_batch = None

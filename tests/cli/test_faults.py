@@ -25,16 +25,12 @@ def _group(args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _paced_with_workers(folder, deterministic=False):
-    """The paced resume config, images counted across DataLoader worker processes (``folder/loaded``);
-    ``deterministic``: no random augmentation, which worker processes draw themselves and a resume
-    inside an epoch does not replay (README, Limitations)."""
+def _paced_with_workers(folder):
+    """The paced resume config (random flips, drawn in the DataLoader workers), images counted across
+    the worker processes (``folder/loaded``)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = _paced_config(folder)
-    text = path.read_text().replace("delay=0.1)", "delay=0.1, per_process=True)")
-    if deterministic:
-        text = text.replace("dict(type='RandomFlip', flip_ratio=0.5)", "dict(type='RandomFlip', flip_ratio=0.0)")
-    path.write_text(text)
+    path.write_text(path.read_text().replace("delay=0.1)", "delay=0.1, per_process=True)"))
     return path
 
 
@@ -49,9 +45,8 @@ def _wait_for_images(folder, count, proc, timeout=300):
 @pytest.mark.slow
 def test_sigterm_to_the_process_group_with_workers_saves_and_resumes_exactly(shapes_dir, tmp_path):
     options = tiny_options(shapes_dir, **WORKERS)
-    _run(_args(_paced_with_workers(tmp_path / 'a', deterministic=True), tmp_path / 'whole', shapes_dir,
-               options=options))
-    paced = _paced_with_workers(tmp_path / 'b', deterministic=True)
+    _run(_args(_paced_with_workers(tmp_path / 'a'), tmp_path / 'whole', shapes_dir, options=options))
+    paced = _paced_with_workers(tmp_path / 'b')  # random flips, drawn in the worker
     proc = _group(_args(paced, tmp_path / 'cut', shapes_dir, options=options))
     _wait_for_images(tmp_path / 'b' / 'loaded', 14, proc)  # training is in epoch 1 (8 images an epoch)
     os.killpg(proc.pid, signal.SIGTERM)  # scancel / a time limit: every process of the job, workers too
@@ -70,9 +65,8 @@ def test_sigterm_to_the_process_group_under_ddp_stops_every_rank_and_resumes_exa
     """2 processes (gloo), each with a DataLoader worker, all signalled at once as SLURM does."""
     options = tiny_options(shapes_dir, **WORKERS, **{'data.samples_per_gpu': 1})
     ddp = ('--accelerator', 'cpu', '--devices', '2')
-    _run(_args(_paced_with_workers(tmp_path / 'a', deterministic=True), tmp_path / 'whole', shapes_dir, *ddp,
-               options=options))
-    paced = _paced_with_workers(tmp_path / 'b', deterministic=True)
+    _run(_args(_paced_with_workers(tmp_path / 'a'), tmp_path / 'whole', shapes_dir, *ddp, options=options))
+    paced = _paced_with_workers(tmp_path / 'b')
     proc = _group(_args(paced, tmp_path / 'cut', shapes_dir, *ddp, options=options))
     _wait_for_images(tmp_path / 'b' / 'loaded', 14, proc)  # 8 images an epoch over both ranks: epoch 1
     os.killpg(proc.pid, signal.SIGTERM)

@@ -107,7 +107,7 @@ def test_distributed_group_sampler_per_rank(tmp_path, shapes_dir, monkeypatch):
         sampler = loader.batch_sampler.sampler
         assert isinstance(sampler, DistributedGroupSampler)
         assert (sampler.rank, sampler.num_replicas, sampler.seed) == (rank, 2, 5)
-        assert loader.worker_init_fn.keywords == dict(num_workers=0, rank=rank, seed=5)  # mmdet's seeding
+        assert loader.worker_init_fn.init.keywords == dict(num_workers=0, rank=rank, seed=5)  # mmdet's seeding
 
         # what the sampler itself yields for epochs 0 and 1 ...
         expected = {}
