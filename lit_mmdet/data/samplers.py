@@ -9,7 +9,9 @@
 """
 from __future__ import annotations
 
+import atexit
 import math
+import multiprocessing
 import random
 import signal
 from dataclasses import dataclass
@@ -49,6 +51,24 @@ class WorkerRngCollate:
         return batch
 
 
+_EXIT_HOOK: list = []
+
+
+def _kill_workers_at_exit() -> None:
+    """multiprocessing's exit handler stops daemonic children (DataLoader workers a traceback still
+    holds) with SIGTERM, which :class:`WorkerInit` workers ignore: SIGKILL them first (an
+    ``atexit`` handler registered after multiprocessing's runs before it)."""
+    if _EXIT_HOOK:
+        return
+
+    def kill() -> None:
+        for child in multiprocessing.active_children():
+            if child.daemon:
+                child.kill()
+    atexit.register(kill)
+    _EXIT_HOOK.append(kill)
+
+
 class WorkerInit:
     """mmdet's worker seeding (``init``), SIGTERM / SIGINT ignored, and a resumed epoch's RNG states.
 
@@ -65,6 +85,7 @@ class WorkerInit:
     def __init__(self, init: Optional[Callable[[int], None]]) -> None:
         self.init = init
         self.resume: Optional[list[Union[int, WorkerRng, None]]] = None
+        _kill_workers_at_exit()
 
     def __call__(self, worker_id: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
