@@ -86,6 +86,11 @@ class RankFailures(pl.Callback):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):  # a stop every rank agreed on (SIGTERM, Ctrl-C): no failure
+            self._stop.set()
+            return
         if self.run is None or self._failed:
             return
         self._failed = True

@@ -34,3 +34,21 @@ def test_one_rank_failing_stops_every_rank_naming_it(shapes_dir, tmp_path, other
     # epoch 0 (4 steps per rank) was checkpointed before the failure, whole
     last = torch.load(str(tmp_path / 'work' / 'checkpoints' / 'last.ckpt'), weights_only=True)
     assert last['global_step'] == 4
+
+
+def test_an_agreed_stop_is_no_failure_an_exception_is_noted(tmp_path):
+    """SIGTERM / Ctrl-C stop every rank together (SIGTERMException on each): no rank may take another's
+    stop for a failure and exit 1; an exception leaves a one-line note naming it."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lit_mmdet.runtime.rank_failure import RankFailures, other_rank_failure
+
+    failures = RankFailures(str(tmp_path))
+    failures.run = 'run1'
+    failures.on_exception(None, None, SIGTERMException())
+    assert not list(tmp_path.iterdir()) and failures._stop.is_set()
+    failures = RankFailures(str(tmp_path))
+    failures.run, failures._rank = 'run1', 1
+    failures.on_exception(None, None, RuntimeError('boom\nmore'))
+    assert other_rank_failure(str(tmp_path), 'run1', 0) == (1, 'RuntimeError: boom')
+    assert other_rank_failure(str(tmp_path), 'run1', 1) is None and other_rank_failure(str(tmp_path), 'old', 0) is None
