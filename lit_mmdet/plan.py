@@ -244,12 +244,6 @@ def _checkpoint(cfg: Any, by_epoch: bool) -> CheckpointPolicy:
                             max_keep=int(ckpt.get('max_keep_ckpts', -1)), save_last=bool(ckpt.get('save_last', True)))
 
 
-def _check_custom_hooks(cfg: Any) -> None:
-    """Every ``custom_hooks`` type must be in mmcv's ``HOOKS`` registry (any codebase's own included)."""
-    from .runtime.hook_driver import check_hook_configs
-    check_hook_configs(cfg.get('custom_hooks'))
-
-
 def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, Sequence[str], Mapping] = None,
                 settings: Optional[RunSettings] = None) -> RunPlan:
     """Turn a config and command-line settings into the run's :class:`RunPlan`.
@@ -269,6 +263,7 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
                               'change cfg_options or settings')
         return config
     from .models.builder import fill_neck_in_channels
+    from .runtime.hook_driver import check_hook_configs
 
     settings = settings or RunSettings()
     cfg = load_config(config, cfg_options)
@@ -289,7 +284,7 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
         fill_neck_in_channels(cfg.model)
     except KeyError as exc:
         raise unknown_type_error(exc, 'model') or exc from None
-    _check_custom_hooks(cfg)
+    check_hook_configs(cfg.get('custom_hooks'))  # every type in mmcv's HOOKS registry, a codebase's own too
     return RunPlan(
         cfg=cfg, name=name, work_dir=work_dir, seed=cfg.seed, by_epoch=by_epoch,
         max_epochs=runner.get('max_epochs') if by_epoch else None,

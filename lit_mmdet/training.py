@@ -80,10 +80,10 @@ def _worker_died(exc: BaseException) -> bool:
 
 def _run_failure(exc: BaseException, trainer: pl.Trainer, plan: RunPlan) -> Optional[TrainingError]:
     """What stopped training, as one line naming the cause (and, under DDP, the rank); None: not ours."""
+    from .runtime.checkpoints import last_checkpoint_note
     from .runtime.rank_failure import RankFailures, cause_of, other_rank_failure
 
-    last = osp.join(plan.checkpoint_dir, 'last.ckpt')
-    kept = f'the last checkpoint ({last}) is intact' if osp.isfile(last) else 'no checkpoint was written yet'
+    kept = last_checkpoint_note(osp.join(plan.checkpoint_dir, 'last.ckpt'))
     if isinstance(exc, RuntimeError) and _worker_died(exc):
         return TrainingError(f'a DataLoader worker died ({str(exc).strip().splitlines()[0]}), likely out of memory: '
                              f'lower data.workers_per_gpu or data.samples_per_gpu; {kept}; continue with --work-dir '

@@ -42,7 +42,7 @@ from ..plan import RunPlan, resolve_run
 from ..results import collect_images, format_result
 from ..runtime.optimizer_hooks import GradientAccumulation
 from ..runtime.callbacks import EvalImages, ResumeState, SkippedImagesLog
-from ..runtime.checkpoints import checkpoint_callbacks
+from ..runtime.checkpoints import checkpoint_callbacks, last_checkpoint_note
 from ..runtime.hook_driver import HookDriver, build_hooks
 from ..runtime.rank_failure import RankFailures
 from .builder import build_model, check_num_classes
@@ -190,7 +190,7 @@ class LitDetector(pl.LightningModule):
         """mmdet's CheckInvalidLossHook, at every step and before the update: stop, say where."""
         terms = ', '.join(f'{k}={v:.4g}' for k, v in log_vars.items() if k.startswith('loss'))
         last = getattr(self.trainer.checkpoint_callback, 'last_model_path', '') if self._trainer else ''
-        kept = f'the last checkpoint ({last}) is intact' if last else 'no checkpoint was written yet'
+        kept = last_checkpoint_note(last)
         raise TrainingError(f'iteration {self.global_step} (epoch {self.current_epoch}): the loss is not '
                             f'finite ({terms}); this step was not applied and {kept}; lower optimizer.lr, '
                             f'set optimizer_config.grad_clip or check the data, then --resume auto')

@@ -19,6 +19,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from ..adapters.lightning import train_loaders, writes_logs
+from ..data.samplers import WORKER_RNG, ResumableBatchSampler, WorkerInit, WorkerRng
 
 __all__ = ['EvalImages', 'ResumeState', 'SkippedImagesLog']
 
@@ -107,7 +108,6 @@ def _numpy_restore(state: tuple) -> tuple:
 
 def _batch_sampler(trainer: pl.Trainer) -> Any:
     """The training loader's :class:`ResumableBatchSampler` (None for other loaders)."""
-    from ..data.samplers import ResumableBatchSampler
     flat = train_loaders(trainer)
     sampler = getattr(flat[0], 'batch_sampler', None) if len(flat) == 1 else None
     return sampler if isinstance(sampler, ResumableBatchSampler) else None
@@ -216,7 +216,6 @@ class ResumeState(Checkpoint):
         if 'sampler' in state and resume_order is not None:
             # the loader continues the epoch: order, position and numpy/Python RNG from before the next
             # batch, and each DataLoader worker's RNG
-            from ..data.samplers import WorkerRng
             order = dict(state['sampler'], numpy=_numpy_restore(state['sampler']['numpy']))
             if 'workers' in order:
                 order['workers'] = [WorkerRng(i, _numpy_restore(w['numpy']), w['python'], w['torch'])
@@ -242,7 +241,6 @@ class ResumeState(Checkpoint):
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
-        from ..data.samplers import WorkerInit
         for loader in train_loaders(trainer):  # the resumed epoch's workers have started: later epochs seed afresh
             if isinstance(loader.worker_init_fn, WorkerInit):
                 loader.worker_init_fn.resume = None
@@ -264,7 +262,6 @@ class ResumeState(Checkpoint):
                              batch_idx: int) -> None:
         if self.preempted_at is not None:  # the checkpoint is written and the last step logged: stop
             raise SIGTERMException()
-        from ..data.samplers import WORKER_RNG
         rng = batch.pop(WORKER_RNG, None) if isinstance(batch, dict) else None
         if rng is not None:
             self._worker_rng[batch_idx] = rng

@@ -25,7 +25,7 @@ from ..errors import ConfigError, TrainingError
 if TYPE_CHECKING:
     from ..plan import RunPlan
 
-__all__ = ['AtomicCheckpointIO', 'remove_stale_temporaries', 'checkpoint_callbacks', 'resolve_resume']
+__all__ = ['AtomicCheckpointIO', 'remove_stale_temporaries', 'checkpoint_callbacks', 'resolve_resume', 'last_checkpoint_note']
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.close(fd)
         except OSError:  # pragma: no cover - folders cannot be fsynced on some platforms
             pass
+
+
+def last_checkpoint_note(path: Optional[str]) -> str:
+    """What a one-line error says about the checkpoint a run can continue from."""
+    return f'the last checkpoint ({path}) is intact' if path and osp.isfile(path) else 'no checkpoint was written yet'
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:

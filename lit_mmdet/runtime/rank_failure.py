@@ -20,6 +20,8 @@ from typing import Optional
 import pytorch_lightning as pl
 from typing_extensions import override
 
+from .checkpoints import last_checkpoint_note
+
 __all__ = ['RankFailures', 'cause_of', 'other_rank_failure']
 
 _NOTE = '.rank-failure-{run}-{rank}'
@@ -78,8 +80,7 @@ class RankFailures(pl.Callback):
             if found is None or self._failed:
                 continue
             other, cause = found
-            kept = f'the last checkpoint ({self._last_checkpoint}) is intact' \
-                if osp.isfile(self._last_checkpoint) else 'no checkpoint was written yet'
+            kept = last_checkpoint_note(self._last_checkpoint)
             print(f'error: rank {other} failed ({cause}); rank {self._rank} stops too; {kept}; fix the cause, '
                   f'then --resume auto', file=sys.stderr, flush=True)
             os._exit(1)  # the main thread may be waiting in a collective that never completes
