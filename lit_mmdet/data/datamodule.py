@@ -33,6 +33,26 @@ if TYPE_CHECKING:
 __all__ = ['MMDetDataModule']
 
 
+def _sync_seed_on_process_device() -> None:
+    """mmdet's infinite and class-aware samplers broadcast their seed on a CUDA tensor
+    (``sync_random_seed(seed)``, device 'cuda'), which a CPU process group cannot do; give them the
+    device mmdet's own ``DistributedSampler`` uses (``mmdet.utils.get_device()``)."""
+    import functools
+
+    from mmdet.core.utils import sync_random_seed
+    from mmdet.datasets.samplers import class_aware_sampler, infinite_sampler
+    from mmdet.utils import get_device
+
+    @functools.wraps(sync_random_seed)
+    def on_device(seed=None, device=None):
+        return sync_random_seed(seed, device or get_device())
+    for module in (infinite_sampler, class_aware_sampler):
+        module.sync_random_seed = on_device
+
+
+_sync_seed_on_process_device()
+
+
 def _check_paths(split_cfg: Any, where: str) -> None:
     """``ann_file`` / ``img_prefix`` must exist (looked for through dataset wrappers)."""
     while 'dataset' in split_cfg:
@@ -132,9 +152,12 @@ class MMDetDataModule(pl.LightningDataModule):
         loader.worker_init_fn = WorkerInit(loader.worker_init_fn)
         return loader
 
-    def _train_loader(self, dataset: Any) -> DataLoader:
+    def _train_loader(self, dataset: Any, runner_type: Optional[str] = None) -> DataLoader:
+        """mmdet's training loader for the config's runner: ``IterBasedRunner`` configs get mmdet's
+        endless ``InfiniteGroupBatchSampler`` (one order for the whole run), others its epoch samplers."""
+        runner_type = runner_type or (self.cfg.get('runner') or {}).get('type', 'EpochBasedRunner')
         return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
-                            runner_type='EpochBasedRunner')
+                            runner_type=runner_type)
 
     def resume_train_order(self, state: dict) -> None:
         """The next training loader continues an interrupted epoch (``ResumeState`` hands the
@@ -144,7 +167,8 @@ class MMDetDataModule(pl.LightningDataModule):
     @override
     def train_dataloader(self) -> DataLoader:
         """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
-        (``loader.batch_sampler.sampler``), so an interrupted epoch resumes exactly."""
+        (``loader.batch_sampler.sampler``), or a :class:`ResumableStream` over mmdet's endless batch
+        sampler (``IterBasedRunner``), so an interrupted run resumes exactly."""
         loader = resumable_loader(self._train_loader(self.train_dataset))
         if self._train_order is not None:
             loader.batch_sampler.replay(self._train_order)
@@ -159,7 +183,7 @@ class MMDetDataModule(pl.LightningDataModule):
         train = self.cfg.data.train
         val_cfg.pipeline = train.get('pipeline', train.get('dataset', {}).get('pipeline'))
         dataset = guard_images(_build_dataset(val_cfg, 'data.val'), 'data.val')
-        return self._train_loader(dataset)
+        return self._train_loader(dataset, 'EpochBasedRunner')  # a val phase runs with EpochBasedRunner only
 
     def _eval_loader(self, dataset: Any, split: str) -> DataLoader:
         return self._loader(dataset, split, samples_per_gpu=1, workers_per_gpu=2, shuffle=False)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
-__all__ = ['ResumableBatchSampler', 'resumable_loader', 'WorkerInit', 'WorkerRng', 'WorkerRngCollate', 'WORKER_RNG']
+__all__ = ['ResumableBatchSampler', 'ResumableStream', 'resumable_loader', 'WorkerInit', 'WorkerRng', 'WorkerRngCollate', 'WORKER_RNG']
 
 #: The key of a training batch that carries its worker's :class:`WorkerRng`.
 WORKER_RNG = '_worker_rng'
@@ -101,9 +101,32 @@ class WorkerInit:
             torch.set_rng_state(state.torch)
 
 
+class _RngWindow:
+    """The host (numpy, Python) RNG states from before each of the last few batches was loaded."""
+
+    def __init__(self) -> None:
+        self._before: dict[int, tuple] = {}
+
+    def reset(self) -> None:
+        self._before = {}
+
+    def record(self, batch: int) -> None:
+        self._before = {j: v for j, v in self._before.items() if j >= batch - 2}
+        self._before[batch] = (np.random.get_state(), random.getstate())
+
+    def at(self, batch: int) -> tuple:
+        rng = self._before.get(batch)
+        return rng if rng is not None else (np.random.get_state(), random.getstate())  # nothing loaded ahead
+
+
+def _restore_rng(state: dict) -> None:
+    np.random.set_state(state['numpy'])
+    random.setstate(state['python'])
+
+
 class ResumableBatchSampler(Sampler[list[int]]):
     """Batches of ``sampler`` (mmdet's GroupSampler / DistributedGroupSampler, ...) that remember
-    the epoch's order and the host RNG state before each batch is loaded.
+    the epoch's order and the host RNG state before each batch is loaded (EpochBasedRunner).
 
     A checkpoint taken after batch ``k`` stores the order and the numpy/Python RNG state from
     just before batch ``k + 1`` was loaded (the loader loads ahead of training); a resumed run
@@ -122,19 +145,21 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.order: list[int] = []
-        self._rng_before: dict[int, tuple] = {}
+        self._rng = _RngWindow()
         self._replay: Optional[dict] = None
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
+    def inside(self, done: int) -> bool:
+        """Whether ``done`` batches leave the epoch unfinished (a checkpoint must hold the position)."""
+        return 0 < done < len(self)
+
     def state_at(self, batch: int) -> dict:
         """What a checkpoint needs to continue the epoch at ``batch`` (0-based)."""
-        rng = self._rng_before.get(batch)
-        if rng is None:  # nothing loaded ahead (an epoch boundary): the state now
-            rng = (np.random.get_state(), random.getstate())
-        return dict(order=list(self.order), batch=batch, numpy=rng[0], python=rng[1])
+        numpy_state, python_state = self._rng.at(batch)
+        return dict(order=list(self.order), batch=batch, numpy=numpy_state, python=python_state)
 
     def replay(self, state: dict) -> None:
         """The next ``__iter__`` continues the saved epoch instead of drawing a new order."""
@@ -144,25 +169,70 @@ class ResumableBatchSampler(Sampler[list[int]]):
         start, replay, self._replay = 0, self._replay, None
         if replay is not None:
             self.order, start = list(replay['order']), int(replay['batch'])
-            np.random.set_state(replay['numpy'])
-            random.setstate(replay['python'])
+            _restore_rng(replay)
         else:
             self.order = [int(i) for i in self.sampler]
-        self._rng_before = {}
+        self._rng.reset()
         batches = len(self)
         for k in range(start, batches):
             batch = self.order[k * self.batch_size:(k + 1) * self.batch_size]
             if not batch:
                 return
-            self._rng_before = {j: v for j, v in self._rng_before.items() if j >= k - 2}
-            self._rng_before[k] = (np.random.get_state(), random.getstate())
+            self._rng.record(k)
+            yield batch
+
+
+class ResumableStream(Sampler[list[int]]):
+    """mmdet's endless batch sampler of an ``IterBasedRunner`` config (``InfiniteGroupBatchSampler`` /
+    ``InfiniteBatchSampler``, built by mmdet's ``build_dataloader``), as one stream for the whole run.
+
+    It has no length, so Lightning keeps one iterator for the run, as mmcv's ``IterLoader`` does
+    (restarting it every ``len`` batches would drop the batches its workers had loaded ahead). A
+    checkpoint after ``k`` batches stores ``k`` and the host RNG state from before batch ``k + 1``;
+    a resumed run draws and discards ``k`` batches of indices (no data is loaded) and goes on.
+
+    Args:
+        batch_sampler: mmdet's infinite batch sampler (not iterated before this stream).
+    """
+
+    def __init__(self, batch_sampler: Any) -> None:
+        self.stream = batch_sampler  # not ``sampler``: Lightning would call its set_epoch, which mmdet refuses
+        self._rng = _RngWindow()
+        self._replay: Optional[dict] = None
+
+    def inside(self, done: int) -> bool:
+        return done > 0
+
+    def state_at(self, batch: int) -> dict:
+        numpy_state, python_state = self._rng.at(batch)
+        return dict(stream=True, batch=batch, numpy=numpy_state, python=python_state)
+
+    def replay(self, state: dict) -> None:
+        self._replay = state
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, replay, self._replay = 0, self._replay, None
+        batches = iter(self.stream)
+        if replay is not None:
+            start = int(replay['batch'])
+            for _ in range(start):
+                next(batches)
+            _restore_rng(replay)
+        self._rng.reset()
+        for k, batch in enumerate(batches, start):
+            self._rng.record(k)
             yield batch
 
 
 def resumable_loader(loader: DataLoader) -> DataLoader:
     """The same DataLoader (dataset, workers, collate, seeding) batching through a
-    :class:`ResumableBatchSampler` over its sampler, its workers' RNG states in the batches."""
-    batch_sampler = ResumableBatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
+    :class:`ResumableBatchSampler` over its sampler (mmdet's epoch-based loaders) or a
+    :class:`ResumableStream` over its batch sampler (mmdet's ``IterBasedRunner`` loaders, which
+    have ``batch_size=None``), its workers' RNG states in the batches."""
+    if loader.batch_size is None:
+        batch_sampler: Sampler = ResumableStream(loader.batch_sampler)
+    else:
+        batch_sampler = ResumableBatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
     kwargs: dict[str, Any] = dict(num_workers=loader.num_workers, collate_fn=WorkerRngCollate(loader.collate_fn),
                                   pin_memory=loader.pin_memory, worker_init_fn=loader.worker_init_fn,
                                   persistent_workers=loader.persistent_workers)

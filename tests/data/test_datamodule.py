@@ -1,10 +1,16 @@
+import itertools
+
+import pytest
 import numpy as np
 import torch
 from mmdet.datasets import build_dataloader, build_dataset
 from mmdet.datasets.samplers import GroupSampler
 
+from mmdet.datasets.samplers import InfiniteGroupBatchSampler
+
 from lit_mmdet import MMDetDataModule
-from lit_mmdet.data.samplers import ResumableBatchSampler
+from lit_mmdet.data.samplers import ResumableBatchSampler, ResumableStream
+from tests.helpers import in_process_group, mmdet_train_loader
 
 
 def test_loaders_are_mmdet_build_dataloader(tiny_cfg):
@@ -26,6 +32,83 @@ def test_loaders_are_mmdet_build_dataloader(tiny_cfg):
     np.random.seed(0)
     theirs = [b['img_metas'].data[0][0]['ori_filename'] for b in reference]
     assert ours == theirs
+
+
+def _batches(loader, count):
+    """The first ``count`` batches' dataset indices (drawn from the batch sampler, no images loaded),
+    over as many passes as it takes."""
+    out = []
+    while len(out) < count:
+        for batch in loader.batch_sampler:
+            out.append(list(batch))
+            if len(out) == count:
+                break
+    return out
+
+
+def _orders(rank, world_size, cfg, count):
+    """This rank's first batches under lit_mmdet and under mmdet's build_dataloader (same seed)."""
+    data = MMDetDataModule(cfg, seed=5)
+    data.setup('fit')
+    np.random.seed(rank)
+    ours = _batches(data.train_dataloader(), count)
+    np.random.seed(rank)
+    theirs = _batches(mmdet_train_loader(cfg, seed=5, dist=world_size > 1), count)
+    return ours, theirs
+
+
+def test_iter_based_loader_is_mmdet_infinite_group_batch_sampler(tiny_cfg):
+    """IterBasedRunner configs: mmdet's InfiniteGroupBatchSampler, one endless stream (no length for
+    Lightning to restart it at), the same batches as mmdet's own loader, images included."""
+    tiny_cfg.runner = dict(type='IterBasedRunner', max_iters=10)
+    data = MMDetDataModule(tiny_cfg, seed=5)
+    data.setup('fit')
+    loader = data.train_dataloader()
+    assert isinstance(loader.batch_sampler, ResumableStream)
+    assert isinstance(loader.batch_sampler.stream, InfiniteGroupBatchSampler)
+    with pytest.raises(TypeError):
+        len(loader)  # Lightning keeps one iterator for the whole run, as mmcv's IterLoader
+    reference = mmdet_train_loader(tiny_cfg, seed=5)
+    names = [[m['ori_filename'] for m in b['img_metas'].data[0]] for b in itertools.islice(loader, 6)]
+    theirs = [[m['ori_filename'] for m in b['img_metas'].data[0]] for b in itertools.islice(reference, 6)]
+    assert names == theirs and len({n for b in names for n in b}) > 2  # past the 8 images: a second permutation
+
+
+@pytest.mark.parametrize('runner', [dict(type='IterBasedRunner', max_iters=10),
+                                    dict(type='EpochBasedRunner', max_epochs=2)])
+def test_data_order_equals_mmdet_build_dataloader_on_two_processes(tiny_cfg, runner):
+    """Each of 2 processes (one gloo group) gets the batches mmdet's build_dataloader gives that rank."""
+    tiny_cfg.runner = runner
+    results = in_process_group(_orders, 2, tiny_cfg, 6)
+    for rank, (ours, theirs) in enumerate(results):
+        assert ours == theirs and len(ours) == 6, rank
+    assert results[0][0] != results[1][0]  # the ranks share the data out
+
+
+def test_stream_resumes_at_its_position(tiny_cfg):
+    """A stream replayed from a checkpoint's position continues with the uninterrupted batches and RNG."""
+    tiny_cfg.runner = dict(type='IterBasedRunner', max_iters=10)
+    data = MMDetDataModule(tiny_cfg, seed=5)
+    data.setup('fit')
+    np.random.seed(0)
+    stream = data.train_dataloader().batch_sampler
+    uninterrupted, draws, state = [], [], None
+    for k, batch in enumerate(stream):
+        if k == 5:
+            state = stream.state_at(5)
+        uninterrupted.append(list(batch))
+        draws.append(np.random.rand())  # augmentation in the main process
+        if k == 9:
+            break
+    resumed = data.train_dataloader().batch_sampler  # a new process: a fresh mmdet sampler
+    resumed.replay(state)
+    np.random.seed(123)
+    again = []
+    for k, batch in enumerate(resumed):
+        again.append((list(batch), np.random.rand()))
+        if k == 4:
+            break
+    assert again == list(zip(uninterrupted[5:], draws[5:]))
 
 
 def test_group_batches_share_aspect_flag(tiny_cfg):
