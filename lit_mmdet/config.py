@@ -112,6 +112,14 @@ def _import_custom_modules(cfg: Config, source: str) -> None:
                 continue
             raise ConfigError(f"{source}: custom_imports: cannot import '{name}' ({exc}); "
                               f"install it or fix custom_imports.imports") from None
+        except Exception as exc:  # noqa: BLE001 - the module itself fails: a registry KeyError, a SyntaxError, ...
+            where = ''
+            if isinstance(exc, SyntaxError) and exc.filename:
+                where = f' at {exc.filename}:{exc.lineno}'
+            text = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
+            raise ConfigError(f"{source}: custom_imports: importing '{name}' failed{where} "
+                              f"({type(exc).__name__}: {text}); fix that module (e.g. a name registered twice, "
+                              f"a syntax error) or remove it from custom_imports.imports") from None
 
 
 def _read_file(path: str) -> Config:

@@ -4,14 +4,17 @@ from __future__ import annotations
 import logging
 import numbers
 import types
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import mmdet.core.evaluation.recall as _mmdet_recall
 import numpy as np
+import torch
 import torch.distributed as dist
 from mmdet.core import encode_mask_results
+from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['EVAL_HOOK_KEYS', 'encode_results', 'gather_results', 'evaluate', 'numeric_metrics']
+__all__ = ['EVAL_HOOK_KEYS', 'broadcast_bn_buffers', 'encode_results', 'gather_results', 'evaluate',
+           'numeric_metrics']
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +65,32 @@ def _dist_world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def gather_results(results: list, size: int) -> list:
-    """All ranks' results in dataset order, the sampler's padding removed.
+def gather_results(results: list, size: int, tmpdir: str, gpu_collect: bool = False) -> Optional[list]:
+    """All ranks' results in dataset order on rank 0 (None on the other ranks), padding removed.
 
-    Each rank evaluated ``DistributedSampler(shuffle=False)`` indices ``rank, rank+W, ...``
-    (mmdet's sampler, padded to equal length), so interleaving the per-rank lists
-    restores dataset order, as mmdet's ``collect_results_cpu`` does.
+    Each rank evaluated ``DistributedSampler(shuffle=False)`` indices ``rank, rank+W, ...``;
+    mmdet's own ``collect_results_cpu`` (parts through files in ``tmpdir``, which every rank must
+    see: the work dir) or, with ``gpu_collect`` on NCCL, ``collect_results_gpu`` interleave them,
+    as mmdet's ``DistEvalHook`` does. No rank but 0 holds every result.
     """
     if _dist_world() == 1:
         return results[:size]
-    parts: list = [None] * _dist_world()
-    dist.all_gather_object(parts, results)
-    ordered = [item for group in zip(*parts) for item in group]
-    return ordered[:size]
+    from mmdet.apis.test import collect_results_cpu, collect_results_gpu
+
+    if gpu_collect and dist.get_backend() == 'nccl' and torch.cuda.is_available():
+        return collect_results_gpu(results, size)
+    return collect_results_cpu(results, size, tmpdir)
+
+
+def broadcast_bn_buffers(model: torch.nn.Module) -> None:
+    """mmcv ``DistEvalHook``'s ``broadcast_bn_buffer``: rank 0's BatchNorm running statistics to
+    every rank (DDP does not synchronise buffers: ``broadcast_buffers=False`` as mmdet builds it)."""
+    if _dist_world() == 1:
+        return
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and module.track_running_stats:
+            dist.broadcast(module.running_var, 0)
+            dist.broadcast(module.running_mean, 0)
 
 
 def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -83,28 +99,15 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, numbers.Number) and not isinstance(v, bool)}
 
 
-_COCO_SUFFIXES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
-
-
-def _fill_empty_coco(metrics: dict[str, float], results: list, requested: Any) -> dict[str, float]:
-    """mmdet's COCO evaluation returns no mAP keys when there is not one detection: that is 0."""
-    requested = [requested] if isinstance(requested, str) else list(requested or [])
-    empty = [m for m in requested if m in ('bbox', 'segm') and f'{m}_mAP' not in metrics]
-    if empty and not any(len(b) for r in results for b in (r[0] if isinstance(r, tuple) else r)):
-        log.warning('no detections on the evaluation set: %s reported as 0', empty)
-        metrics.update({f'{m}_{s}': 0.0 for m in empty for s in _COCO_SUFFIXES})
-    return metrics
-
-
-def evaluate(dataset: Any, results: list, eval_cfg: Mapping[str, Any]) -> dict[str, float]:
-    """``dataset.evaluate`` on rank 0 with the config's eval kwargs; every rank gets the metrics."""
+def evaluate(dataset: Any, results: Optional[list], eval_cfg: Mapping[str, Any]) -> dict[str, float]:
+    """``dataset.evaluate`` on rank 0 with the config's eval kwargs; every rank gets the metrics, in
+    ``dataset.evaluate``'s order. Metrics mmdet does not return (its COCO evaluation of no
+    detections returns none) are not made up: the dict is empty, as mmdet's ``eval_res``."""
     kwargs = {k: v for k, v in dict(eval_cfg).items() if k not in EVAL_HOOK_KEYS}
     metrics: dict[str, float] = {}
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if rank0:
         metrics = numeric_metrics(dataset.evaluate(results, **kwargs))
-        if hasattr(dataset, 'coco'):  # CocoDataset and its subclasses
-            metrics = _fill_empty_coco(metrics, results, kwargs.get('metric', 'bbox'))
     if _dist_world() > 1:
         box = [metrics]
         dist.broadcast_object_list(box, src=0)

@@ -15,7 +15,9 @@ as mmdet's ``tools/train.py`` processes it (:func:`~lit_mmdet.config.load_config
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import logging
 import os
 import os.path as osp
 import random
@@ -25,11 +27,13 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from . import _compat  # noqa: F401
 from .config import ConfigLike, load_config
 from .errors import ConfigError, unknown_type_error
-from .runtime.loggers import WandbOptions, WandbSettings, wandb_settings
+from .runtime.loggers import WandbOptions, WandbSettings, log_level, wandb_settings
 from .runtime.optimizer_hooks import OptimizerHookConfig, optimizer_hook_config
 
-__all__ = ['RunSettings', 'RunPlan', 'CheckpointPolicy', 'EvalPolicy', 'resolve_run', 'save_best_key',
-           'workflow_val_phase']
+__all__ = ['RunSettings', 'RunPlan', 'CheckpointPolicy', 'EvalPolicy', 'SaveBestRule', 'resolve_run', 'infer_rule',
+           'save_best_key', 'workflow_val_phase']
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,29 +69,94 @@ class CheckpointPolicy:
         by_epoch: Count ``interval`` in epochs (mmcv's default follows the runner).
         max_keep: Keep the newest ``max_keep`` periodic checkpoints (``<= 0``: all).
         save_last: Lightning's ``last.ckpt``.
+        out_dir: ``out_dir``: checkpoints go to ``<out_dir>/<work dir's name>`` (mmcv), else
+            ``<work_dir>/checkpoints``.
+        filename_tmpl: Periodic checkpoint names, formatted with the 1-based epoch or the iteration
+            (mmcv's ``epoch_{}.pth`` / ``iter_{}.pth``; lit_mmdet's default ends in ``.ckpt``).
+        save_optimizer: False: periodic checkpoints hold the weights only (``last.ckpt`` keeps
+            everything, for ``--resume``).
     """
 
     interval: int = -1
     by_epoch: bool = True
     max_keep: int = -1
     save_last: bool = True
+    out_dir: Optional[str] = None
+    filename_tmpl: str = 'epoch_{}.ckpt'
+    save_optimizer: bool = True
+
+
+@dataclass(frozen=True)
+class SaveBestRule:
+    """``evaluation.save_best`` as mmcv's ``EvalHook`` reads it.
+
+    Attributes:
+        key: The metric (``dataset.evaluate``'s key), or ``'auto'``: the first key of the first
+            evaluation that returns metrics.
+        rule: ``'greater'`` / ``'less'``, or None: inferred from the key (:func:`infer_rule`).
+        greater_keys: ``evaluation.greater_keys`` (mmcv's defaults when not given).
+        less_keys: ``evaluation.less_keys`` (mmcv's defaults when not given).
+    """
+
+    key: str
+    rule: Optional[str]
+    greater_keys: tuple[str, ...]
+    less_keys: tuple[str, ...]
+
+    def resolve(self, key: Optional[str] = None) -> tuple[str, str]:
+        """(metric key, ``'max'`` or ``'min'``); ``key``: the first metric, for ``'auto'``."""
+        key = key if self.key == 'auto' else self.key
+        rule = infer_rule(key, self.rule, self.greater_keys, self.less_keys)
+        return key, 'max' if rule == 'greater' else 'min'
 
 
 @dataclass(frozen=True)
 class EvalPolicy:
-    """``evaluation`` as mmcv/mmdet's ``EvalHook`` reads it.
+    """``evaluation`` as mmcv/mmdet's ``EvalHook`` / ``DistEvalHook`` read it.
 
     Attributes:
         interval: Evaluate every ``interval`` epochs (epoch-based) or iterations.
         enabled: The config has a ``data.val`` to evaluate.
-        save_best: (metric key, ``'max'`` or ``'min'``) for ``evaluation.save_best``, else None.
+        save_best: ``evaluation.save_best``, else None.
         kwargs: What ``dataset.evaluate`` gets (``metric`` and the other non-hook keys).
+        start: ``evaluation.start``: the first epoch / iteration (1-based) to evaluate, then every
+            ``interval``; None: every ``interval`` from the start.
+        dynamic_intervals: ``evaluation.dynamic_intervals`` (mmdet's EvalHook, YOLOX):
+            ``(milestone, interval)`` pairs; from each milestone on, its interval.
+        broadcast_bn_buffer: Rank 0's BatchNorm running statistics to every rank before evaluating.
+        gpu_collect: Gather results with GPU collectives (``collect_results_gpu``), else through files.
+        tmpdir: Where ranks leave their results for rank 0 (``<work_dir>/.eval_hook`` by default).
     """
 
     interval: int = 1
     enabled: bool = True
-    save_best: Optional[tuple[str, str]] = None
+    save_best: Optional[SaveBestRule] = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    start: Optional[int] = None
+    dynamic_intervals: tuple[tuple[int, int], ...] = ()
+    broadcast_bn_buffer: bool = True
+    gpu_collect: bool = False
+    tmpdir: Optional[str] = None
+
+    @property
+    def plain(self) -> bool:
+        """Every ``interval`` from the start: Lightning's own cadence arguments express it."""
+        return self.start is None and not self.dynamic_intervals
+
+    def interval_at(self, progress: int) -> int:
+        """mmdet EvalHook's ``_decide_interval``: the interval at 0-based epoch / iteration ``progress``."""
+        milestones = [0] + [m for m, _ in self.dynamic_intervals]
+        intervals = [self.interval] + [i for _, i in self.dynamic_intervals]
+        return intervals[bisect.bisect(milestones, progress + 1) - 1]
+
+    def should_evaluate(self, progress: int) -> bool:
+        """mmcv EvalHook's ``_should_evaluate`` after 0-based epoch / iteration ``progress``."""
+        interval = self.interval_at(progress)
+        if self.start is None:
+            return (progress + 1) % interval == 0
+        if progress + 1 < self.start:
+            return False
+        return (progress + 1 - self.start) % interval == 0
 
 
 @dataclass(frozen=True)
@@ -99,6 +168,14 @@ class RunPlan:
         name: The experiment name (the config file's stem).
         work_dir: Where logs and checkpoints go.
         seed: The run's seed.
+        num_class_check: ``custom_hooks`` lists mmdet's ``NumClassCheckHook``: heads' ``num_classes``
+            are checked against the training set (lit_mmdet's one-line error, not the hook itself).
+        invalid_loss_interval: Stop on a non-finite loss, checked every this many iterations:
+            ``CheckInvalidLossHook``'s ``interval`` when listed, else every iteration (lit_mmdet
+            checks before the update, so the last checkpoint stays good).
+        seed_drawn: The seed was drawn at random here (no ``--seed``, no ``cfg.seed``, not handed over
+            by Lightning's launcher); ranks started by torchrun / srun then take rank 0's
+            (:func:`~lit_mmdet.runtime.launch.share_seed`).
         by_epoch: ``EpochBasedRunner`` (True) or ``IterBasedRunner`` (False): decided here only.
         max_epochs: Epochs to train (epoch-based), else None.
         max_iters: Iterations to train (iteration-based), else None.
@@ -107,6 +184,7 @@ class RunPlan:
         optimizer_hook: ``optimizer_config`` / ``fp16``.
         workflow: ``(train epochs, val epochs)`` of a ``[('train', n), ('val', m)]`` workflow, else None.
         log_interval: ``log_config.interval``.
+        log_level: ``log_level`` for lit_mmdet's own messages.
         wandb: The W&B hook's settings (None: W&B off).
         settings: The command-line choices the plan was resolved with.
     """
@@ -123,17 +201,42 @@ class RunPlan:
     optimizer_hook: OptimizerHookConfig
     workflow: Optional[tuple[int, int]]
     log_interval: int
+    log_level: str
     wandb: Optional[WandbSettings]
     settings: RunSettings
+    num_class_check: bool = False
+    invalid_loss_interval: int = 1
+    seed_drawn: bool = False
 
     @property
     def checkpoint_dir(self) -> str:
+        """Where every checkpoint of the run goes (``checkpoint_config.out_dir`` as mmcv places it)."""
+        if self.checkpoint.out_dir:
+            return osp.join(self.checkpoint.out_dir, osp.basename(osp.normpath(self.work_dir)))
         return osp.join(self.work_dir, 'checkpoints')
+
+    @property
+    def last_checkpoint(self) -> str:
+        return osp.join(self.checkpoint_dir, 'last.ckpt')
 
     @functools.cached_property
     def config_text(self) -> str:
         """The config as mmcv's ``pretty_text`` (formatted once: yapf is slow)."""
         return self.cfg.pretty_text
+
+
+#: mmdet ``custom_hooks`` that lit_mmdet carries out itself (the plan reads their arguments).
+CARRIED_HOOKS = frozenset({'NumClassCheckHook', 'CheckInvalidLossHook'})
+
+
+def _carried_hooks(cfg: Any) -> tuple[bool, int]:
+    """(``NumClassCheckHook`` listed, ``CheckInvalidLossHook``'s interval or 1)."""
+    listed = {h.get('type'): h for h in cfg.get('custom_hooks') or [] if isinstance(h, dict)}
+    interval = int(listed.get('CheckInvalidLossHook', {}).get('interval', 50)) \
+        if 'CheckInvalidLossHook' in listed else 1
+    if interval < 1:
+        raise ConfigError(f'custom_hooks CheckInvalidLossHook interval={interval}: use a positive integer')
+    return 'NumClassCheckHook' in listed, interval
 
 
 def _runner(cfg: Any, settings: RunSettings) -> dict:
@@ -160,46 +263,83 @@ def _runner(cfg: Any, settings: RunSettings) -> dict:
     return runner
 
 
-def _seed(settings: RunSettings, cfg: Any) -> int:
-    """Seed as mmdet's tools/train.py: given, else cfg.seed, else one shared by all ranks."""
-    if settings.seed is not None:
-        return int(settings.seed)
-    if cfg.get('seed') is not None:
-        return int(cfg.seed)
-    # DDP children inherit PL_GLOBAL_SEED from rank 0's environment: every rank agrees.
-    return int(os.environ.get('PL_GLOBAL_SEED', random.randint(0, 2**31 - 1)))
+def _seed(settings: RunSettings, cfg: Any) -> tuple[int, bool]:
+    """Seed as mmdet's tools/train.py: given, else cfg.seed, else drawn (and whether it was drawn).
 
-
-def save_best_key(cfg: Any) -> Optional[tuple[str, str]]:
-    """``evaluation.save_best`` -> (metric key, 'max'|'min'), with mmcv EvalHook's rule inference.
-
-    ``'auto'`` is the first metric's key, as mmcv picks the first key ``dataset.evaluate``
-    returns (``bbox_mAP`` / ``segm_mAP`` for COCO, ``mAP`` for VOC).
+    Processes Lightning's launcher starts inherit rank 0's seed in ``PL_GLOBAL_SEED``; ranks of
+    torchrun / srun draw their own here and take rank 0's once they joined the process group.
     """
+    if settings.seed is not None:
+        return int(settings.seed), False
+    if cfg.get('seed') is not None:
+        return int(cfg.seed), False
+    if 'PL_GLOBAL_SEED' in os.environ:
+        return int(os.environ['PL_GLOBAL_SEED']), False
+    return random.randint(0, 2**31 - 1), True
+
+
+def infer_rule(key: str, rule: Optional[str], greater_keys: Sequence[str], less_keys: Sequence[str]) -> str:
+    """mmcv ``EvalHook._init_rule``: ``rule`` as given, else from the key's name.
+
+    Raises:
+        ConfigError: An unknown rule, or a key whose direction cannot be told.
+    """
+    if rule is not None:
+        if rule not in ('greater', 'less'):
+            raise ConfigError(f"evaluation.rule='{rule}' must be 'greater' or 'less'")
+        return rule
+    lower = key.lower()
+    greater, less = [k.lower() for k in greater_keys], [k.lower() for k in less_keys]
+    if lower in greater:
+        return 'greater'
+    if lower in less:
+        return 'less'
+    if any(k in lower for k in greater):
+        return 'greater'
+    if any(k in lower for k in less):
+        return 'less'
+    raise ConfigError(f"evaluation.save_best='{key}': cannot tell if higher is better; "
+                      f"add evaluation.rule='greater' or 'less' (or evaluation.greater_keys / less_keys)")
+
+
+def _key_list(value: Any, name: str, default: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return tuple(default)
+    value = (value,) if isinstance(value, str) else value
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'evaluation.{name}={value!r}: use a metric name or a list of them')
+    return tuple(value)
+
+
+def save_best_rule(cfg: Any) -> Optional[SaveBestRule]:
+    """``evaluation.save_best`` / ``rule`` / ``greater_keys`` / ``less_keys``, checked now (a named
+    key's direction is inferred at once, as mmcv's EvalHook does; ``'auto'`` at the first evaluation)."""
     from .adapters.mmcv import eval_hook_rule_keys
 
     evaluation = cfg.get('evaluation') or {}
     key = evaluation.get('save_best')
     if not key:
         return None
-    if key == 'auto':
-        metric = evaluation.get('metric', 'bbox')
-        first = metric if isinstance(metric, str) else metric[0]
-        key = f'{first}_mAP' if first in ('bbox', 'segm') else first
-    rule = evaluation.get('rule')
+    if not isinstance(key, str):
+        raise ConfigError(f"evaluation.save_best={key!r}: use a metric name (e.g. 'bbox_mAP') or 'auto'")
+    greater, less = eval_hook_rule_keys()
+    rule = SaveBestRule(key=key, rule=evaluation.get('rule'),
+                        greater_keys=_key_list(evaluation.get('greater_keys'), 'greater_keys', greater),
+                        less_keys=_key_list(evaluation.get('less_keys'), 'less_keys', less))
+    if rule.rule is not None or key != 'auto':
+        infer_rule(key if key != 'auto' else 'auto', rule.rule, rule.greater_keys, rule.less_keys)
+    return rule
+
+
+def save_best_key(cfg: Any, first_metric: Optional[str] = None) -> Optional[tuple[str, str]]:
+    """``evaluation.save_best`` -> (metric key, 'max'|'min'); ``first_metric`` resolves ``'auto'``
+    (the first key ``dataset.evaluate`` returned, as mmcv's EvalHook takes it)."""
+    rule = save_best_rule(cfg)
     if rule is None:
-        lower = key.lower()
-        greater, less = ([k.lower() for k in keys] for keys in eval_hook_rule_keys())
-        if lower in greater or (lower not in less and any(k in lower for k in greater)):
-            rule = 'greater'
-        elif any(k in lower for k in less):
-            rule = 'less'
-        else:
-            raise ConfigError(f"evaluation.save_best='{key}': cannot tell if higher is better; "
-                              f"add evaluation.rule='greater' or 'less'")
-    if rule not in ('greater', 'less'):
-        raise ConfigError(f"evaluation.rule='{rule}' must be 'greater' or 'less'")
-    return key, 'max' if rule == 'greater' else 'min'
+        return None
+    if rule.key == 'auto' and first_metric is None:
+        raise ConfigError("evaluation.save_best='auto' is decided by the first evaluation's metrics")
+    return rule.resolve(first_metric)
 
 
 def workflow_val_phase(cfg: Any, by_epoch: bool) -> Optional[tuple[int, int]]:
@@ -229,19 +369,62 @@ def workflow_val_phase(cfg: Any, by_epoch: bool) -> Optional[tuple[int, int]]:
                       f"[('train', n), ('val', m)]")
 
 
-def _evaluation(cfg: Any) -> EvalPolicy:
+def _evaluation(cfg: Any, by_epoch: bool) -> EvalPolicy:
+    """``evaluation`` as mmdet's ``train_detector`` hands it to its EvalHook / DistEvalHook."""
     from .evaluation import EVAL_HOOK_KEYS
 
     evaluation = dict(cfg.get('evaluation') or {})
-    return EvalPolicy(interval=int(evaluation.get('interval', 1)), enabled='val' in cfg.get('data', {}),
-                      save_best=save_best_key(cfg),
-                      kwargs={k: v for k, v in evaluation.items() if k not in EVAL_HOOK_KEYS})
+    given = evaluation.get('by_epoch')
+    if given is not None and bool(given) != by_epoch:  # train_detector: eval_cfg['by_epoch'] = not IterBasedRunner
+        log.warning('evaluation.by_epoch=%s is replaced by the runner (%s), as mmdet\'s train_detector does',
+                    given, cfg.runner['type'])
+    unsupported = {k: evaluation[k] for k in ('test_fn', 'out_dir') if evaluation.get(k) is not None}
+    if unsupported:
+        raise ConfigError(f'evaluation: {sorted(unsupported)} are not supported (lit_mmdet validates with mmdet\'s '
+                          f'simple_test and keeps checkpoints in the checkpoint folder: use checkpoint_config.out_dir); '
+                          f'remove them')
+    start = evaluation.get('start')
+    if start is not None and (not isinstance(start, int) or start < 1):
+        raise ConfigError(f'evaluation.start={start!r}: an evaluation before training (start <= 0) is not run by '
+                          f'lit_mmdet; use start >= 1 (and test.py for the initial weights)')
+    interval = evaluation.get('interval', 1)
+    if not isinstance(interval, int) or interval < 1:
+        raise ConfigError(f'evaluation.interval={interval!r}: use a positive integer')
+    dynamic = evaluation.get('dynamic_intervals') or ()
+    try:
+        dynamic = tuple((int(m), int(i)) for m, i in dynamic)
+    except (TypeError, ValueError):
+        raise ConfigError(f'evaluation.dynamic_intervals={dynamic!r}: use a list of (milestone, interval) '
+                          f'pairs, e.g. [(285, 1)]') from None
+    if any(i < 1 for _, i in dynamic):
+        raise ConfigError(f'evaluation.dynamic_intervals={list(dynamic)}: intervals must be positive')
+    return EvalPolicy(interval=interval, enabled='val' in cfg.get('data', {}), save_best=save_best_rule(cfg),
+                      kwargs={k: v for k, v in evaluation.items() if k not in EVAL_HOOK_KEYS},
+                      start=start, dynamic_intervals=dynamic,
+                      broadcast_bn_buffer=bool(evaluation.get('broadcast_bn_buffer', True)),
+                      gpu_collect=bool(evaluation.get('gpu_collect', False)), tmpdir=evaluation.get('tmpdir'))
 
 
 def _checkpoint(cfg: Any, by_epoch: bool) -> CheckpointPolicy:
     ckpt = dict(cfg.get('checkpoint_config') or {})
-    return CheckpointPolicy(interval=int(ckpt.get('interval', -1)), by_epoch=bool(ckpt.get('by_epoch', by_epoch)),
-                            max_keep=int(ckpt.get('max_keep_ckpts', -1)), save_last=bool(ckpt.get('save_last', True)))
+    by = bool(ckpt.get('by_epoch', by_epoch))
+    tmpl = ckpt.get('filename_tmpl') or ('epoch_{}.ckpt' if by else 'iter_{}.ckpt')
+    try:
+        tmpl.format(1)
+    except (IndexError, KeyError, ValueError, AttributeError):
+        raise ConfigError(f"checkpoint_config.filename_tmpl={tmpl!r}: use one '{{}}' for the epoch / iteration, "
+                          f"e.g. 'epoch_{{}}.pth'") from None
+    if tmpl.format(1) == tmpl or osp.basename(tmpl) != tmpl:
+        raise ConfigError(f"checkpoint_config.filename_tmpl={tmpl!r}: a file name with one '{{}}' for the "
+                          f"epoch / iteration, e.g. 'epoch_{{}}.pth' (folders: checkpoint_config.out_dir)")
+    unsupported = [k for k in ('file_client_args', 'create_symlink') if k in ckpt]
+    for key in unsupported:
+        log.warning('checkpoint_config.%s: not used (checkpoints are local files; last.ckpt takes the place of '
+                    'mmcv\'s latest.pth link)', key)
+    return CheckpointPolicy(interval=int(ckpt.get('interval', -1)), by_epoch=by,
+                            max_keep=int(ckpt.get('max_keep_ckpts', -1)), save_last=bool(ckpt.get('save_last', True)),
+                            out_dir=ckpt.get('out_dir'), filename_tmpl=tmpl,
+                            save_optimizer=bool(ckpt.get('save_optimizer', True)))
 
 
 def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, Sequence[str], Mapping] = None,
@@ -277,7 +460,7 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
         (osp.basename(osp.normpath(stored)) if stored else 'lit_mmdet')
     work_dir = settings.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
     cfg.work_dir = work_dir
-    cfg.seed = _seed(settings, cfg)
+    cfg.seed, seed_drawn = _seed(settings, cfg)
     if 'model' not in cfg:
         raise ConfigError('the config has no model; an mmdet 2.x config needs model=dict(type=..., ...)')
     try:
@@ -285,11 +468,13 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
     except KeyError as exc:
         raise unknown_type_error(exc, 'model') or exc from None
     check_hook_configs(cfg.get('custom_hooks'))  # every type in mmcv's HOOKS registry, a codebase's own too
+    num_class_check, invalid_loss_interval = _carried_hooks(cfg)
     return RunPlan(
         cfg=cfg, name=name, work_dir=work_dir, seed=cfg.seed, by_epoch=by_epoch,
         max_epochs=runner.get('max_epochs') if by_epoch else None,
         max_iters=None if by_epoch else runner['max_iters'],
-        evaluation=_evaluation(cfg), checkpoint=_checkpoint(cfg, by_epoch),
+        evaluation=_evaluation(cfg, by_epoch), checkpoint=_checkpoint(cfg, by_epoch),
         optimizer_hook=optimizer_hook_config(cfg), workflow=workflow_val_phase(cfg, by_epoch),
-        log_interval=int((cfg.get('log_config') or {}).get('interval', 50)),
-        wandb=wandb_settings(cfg, settings.wandb), settings=settings)
+        log_interval=int((cfg.get('log_config') or {}).get('interval', 50)), log_level=log_level(cfg),
+        wandb=wandb_settings(cfg, settings.wandb), settings=settings,
+        num_class_check=num_class_check, invalid_loss_interval=invalid_loss_interval, seed_drawn=seed_drawn)

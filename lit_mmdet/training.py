@@ -22,7 +22,7 @@ from .errors import TrainingError
 from .models import LitDetector
 from .plan import RunPlan, RunSettings, resolve_run
 
-__all__ = ['TrainResult', 'train']
+__all__ = ['TrainResult', 'dry_run', 'train', 'write_runtime_keys']
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _run_failure(exc: BaseException, trainer: pl.Trainer, plan: RunPlan) -> Opti
     from .runtime.checkpoints import last_checkpoint_note
     from .runtime.rank_failure import RankFailures, cause_of, other_rank_failure
 
-    kept = last_checkpoint_note(osp.join(plan.checkpoint_dir, 'last.ckpt'))
+    kept = last_checkpoint_note(plan.last_checkpoint)
     if isinstance(exc, RuntimeError) and _worker_died(exc):
         return TrainingError(f'a DataLoader worker died ({str(exc).strip().splitlines()[0]}), likely out of memory: '
                              f'lower data.workers_per_gpu or data.samples_per_gpu; {kept}; continue with --work-dir '
@@ -98,6 +98,48 @@ def _run_failure(exc: BaseException, trainer: pl.Trainer, plan: RunPlan) -> Opti
                              f'then --resume auto')
     return TrainingError(f'rank {rank} failed ({cause_of(exc)}); the other ranks stop too; {kept}; fix the cause, '
                          f'then --resume auto')
+
+
+def write_runtime_keys(plan: RunPlan) -> str:
+    """``<work_dir>/runtime_keys.txt``: what the run does with each config key; warns once about keys it does not use."""
+    from .runtime.keys import format_rows, runtime_key_rows, unused_key_notes
+
+    rows = runtime_key_rows(plan)
+    path = osp.join(plan.work_dir, 'runtime_keys.txt')
+    with open(path, 'w') as f:
+        f.write(format_rows(rows) + '\n')
+    for note in unused_key_notes(rows):
+        log.warning(note)
+    return path
+
+
+def dry_run(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[str], Mapping] = None,
+            settings: Optional[RunSettings] = None) -> str:
+    """``train.py --dry-run``: resolve the config, build the model (no weights loaded: nothing is
+    downloaded) and the datasets, train nothing; the report: every config key and what the run
+    would do with it, then the model and data.
+
+    The table is printed first, so a model or data error (a one-line ``ConfigError``) comes after it.
+    """
+    from mmdet.models import build_detector
+
+    from .runtime.keys import format_rows, runtime_key_rows
+
+    plan = resolve_run(config, cfg_options, settings)
+    lines = [f'config: {plan.cfg.filename or "<dict>"}  ({len(plan.cfg)} keys)', format_rows(runtime_key_rows(plan)), '']
+    print('\n'.join(lines), flush=True)
+    model = build_detector(plan.cfg.model, train_cfg=plan.cfg.get('train_cfg'), test_cfg=plan.cfg.get('test_cfg'))
+    params = sum(p.numel() for p in model.parameters())
+    lines.append(f'model: {type(model).__name__}, {params / 1e6:.2f} M parameters (built, no weights loaded)')
+    print(lines[-1], flush=True)
+    data = MMDetDataModule(plan)
+    data.setup('fit')
+    sizes = f'data: train {len(data.train_dataset)} images ({type(data.train_dataset).__name__})'
+    if plan.evaluation.enabled:
+        sizes += f', val {len(data.val_dataset)} images'
+    lines.append(sizes)
+    print(sizes, flush=True)
+    return '\n'.join(lines)
 
 
 def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[str], Mapping] = None,
@@ -120,22 +162,34 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     from .models.checkpoint import check_fits, load_mmdet_weights, read_checkpoint
     from .runtime.callbacks import ResumeState
     from .runtime.checkpoints import remove_stale_temporaries, resolve_resume
-    from .runtime.loggers import finish_wandb, log_run_files
+    from .runtime.launch import share_seed
+    from .runtime.loggers import console_logging, finish_wandb, log_run_files
     from .runtime.trainer import build_trainer
 
     plan = resolve_run(config, cfg_options, settings)
     os.makedirs(plan.work_dir, exist_ok=True)
+    trainer = build_trainer(plan, callbacks, **trainer_overrides)
+    plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed)
+    console_logging(plan.log_level, trainer.global_rank)
+    if trainer.is_global_zero:
+        log.info('Set random seed to %d%s, deterministic: %s', plan.seed, ' (drawn)' if plan.seed_drawn else '',
+                 plan.settings.deterministic)
     pl.seed_everything(plan.seed, workers=False, verbose=False)
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
-    trainer = build_trainer(plan, callbacks, **trainer_overrides)
     module = LitDetector(plan)
-    ckpt_path = resolve_resume(resume, plan.work_dir, trust=trust_checkpoint)
+    source = '--resume'
+    if resume is None and plan.cfg.get('resume_from'):  # mmdet's tools/train.py: --resume-from or cfg.resume_from
+        resume, source = plan.cfg.resume_from, 'resume_from'
+    elif resume is None and plan.cfg.get('auto_resume'):  # --auto-resume / cfg.auto_resume
+        resume, source = 'auto', 'auto_resume'
+    ckpt_path = resolve_resume(resume, plan.checkpoint_dir, trust=trust_checkpoint, source=source)
     if ckpt_path is not None:  # clear errors for a corrupt, untrusted or other model's file before Lightning
         check_fits(module, read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True), ckpt_path)
     elif plan.cfg.get('load_from'):
         report = load_mmdet_weights(module.model, plan.cfg.load_from, trust=trust_checkpoint)
         print(f'load_from {plan.cfg.load_from}: {report}')
     if trainer.is_global_zero:
+        write_runtime_keys(plan)
         for stale in remove_stale_temporaries(plan.checkpoint_dir):
             print(f'removed {stale}: a checkpoint save that was killed')
         config_file = osp.join(plan.work_dir, f'{plan.name}.py')

@@ -34,6 +34,19 @@ def tiny_options(data_dir: str, **extra) -> dict:
     return options
 
 
+def lifted_config(folder, name: str = 'solo_timm_shapes.py', **keys) -> str:
+    """The shapes config whose head is lifted at ``before_run`` (``tests/plugins/lift_head.py``), so
+    short runs' evaluations have detections and metrics; ``keys``: more top-level lines."""
+    path = osp.join(str(folder), name)
+    lines = [f"_base_ = '{SHAPES_CONFIG}'",
+             "custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.lift_head'], allow_failed_imports=False)",
+             "custom_hooks = [dict(type='NumClassCheckHook'), dict(type='LiftHead')]"]
+    lines += [f'{k} = {v!r}' for k, v in keys.items()]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
 def cli_options(options: dict) -> list[str]:
     """The same overrides as ``key=value`` strings for ``train.py --cfg-options``."""
     def fmt(value):
@@ -58,6 +71,55 @@ def no_runner_sleep() -> Iterator[None]:
         yield
     finally:
         time.sleep = sleep
+
+
+def mmdet_train_loader(cfg, seed: int = 0, dist: bool = False):
+    """mmdet's own training loader for ``cfg``, as mmdet's ``train_detector`` builds it: ``compat_cfg``,
+    its default arguments, ``data.train_dataloader``, the runner type of ``cfg.runner`` (mmdet's
+    ``InfiniteGroupBatchSampler`` for IterBasedRunner), mmdet's ``build_dataset``."""
+    from mmdet.datasets import build_dataloader, build_dataset
+    from mmdet.utils import compat_cfg
+
+    cfg = compat_cfg(cfg)
+    runner_type = 'EpochBasedRunner' if 'runner' not in cfg else cfg.runner['type']
+    args = dict(samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, dist=dist, seed=seed, runner_type=runner_type,
+                persistent_workers=False)
+    args.update(cfg.data.get('train_dataloader', {}))
+    return build_dataloader(build_dataset(cfg.data.train), **args)
+
+
+def _group_worker(rank: int, world_size: int, port: int, fn, args: tuple, out_dir: str) -> None:
+    import pickle
+
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
+    try:
+        result = fn(rank, world_size, *args)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    with open(osp.join(out_dir, f'{rank}.pkl'), 'wb') as f:
+        pickle.dump(result, f)
+
+
+def in_process_group(fn, world_size: int, *args) -> list:
+    """``fn(rank, world_size, *args)`` in ``world_size`` spawned processes of one gloo group on
+    127.0.0.1 (``fn`` must be importable); the per-rank results in rank order."""
+    import pickle
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out_dir:
+        mp.spawn(_group_worker, args=(world_size, port, fn, args, out_dir), nprocs=world_size, join=True)
+        results = []
+        for rank in range(world_size):
+            with open(osp.join(out_dir, f'{rank}.pkl'), 'rb') as f:
+                results.append(pickle.load(f))
+    return results
 
 
 def run_mmcv_runner(model, cfg, loaders, work_dir: str, workflow=(('train', 1),), hooks=(),

@@ -1,16 +1,20 @@
 import numpy as np
 import pytest
+import torch
 from mmdet.datasets import build_dataset
 
-from lit_mmdet.evaluation import evaluate, gather_results
+from lit_mmdet.evaluation import broadcast_bn_buffers, evaluate, gather_results
+from tests.helpers import in_process_group
 
 
-def test_empty_detections_are_zero_map(tiny_cfg):
+def test_empty_detections_report_what_mmdet_reports(tiny_cfg):
+    """No detections: mmdet's COCO evaluation returns no metric; lit_mmdet invents no 0.0 values
+    (save_best then skips that evaluation, as mmcv's EvalHook)."""
     dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
     empty = [([np.zeros((0, 5), np.float32)] * 3, [[], [], []]) for _ in range(len(dataset))]
-    assert 'segm_mAP' not in dataset.evaluate(empty, metric=['bbox', 'segm'])  # mmdet's own answer
-    metrics = evaluate(dataset, empty, dict(interval=1, metric=['bbox', 'segm']))
-    assert metrics['segm_mAP'] == metrics['bbox_mAP'] == metrics['bbox_mAP_50'] == 0.0
+    theirs = dataset.evaluate(empty, metric=['bbox', 'segm'])  # mmdet's own answer
+    assert 'segm_mAP' not in theirs and 'bbox_mAP' not in theirs
+    assert evaluate(dataset, empty, dict(interval=1, metric=['bbox', 'segm'])) == {}
 
 
 def test_perfect_detections_evaluate_like_dataset_evaluate(tiny_cfg):
@@ -29,7 +33,53 @@ def test_perfect_detections_evaluate_like_dataset_evaluate(tiny_cfg):
 
 
 def test_gather_results_single_process_truncates():
-    assert gather_results([1, 2, 3, 4], 3) == [1, 2, 3]
+    assert gather_results([1, 2, 3, 4], 3, tmpdir='unused') == [1, 2, 3]
+
+
+def _bn_and_gather(rank, world_size, tmpdir):
+    """On each rank: a BatchNorm model with this rank's running statistics, brought in line by mmcv's
+    DistEvalHook and by lit_mmdet; then results gathered both ways."""
+    import copy
+    from types import SimpleNamespace
+
+    import torch
+    from mmdet.core import DistEvalHook  # what mmdet's train_detector registers
+    from mmdet.apis.test import collect_results_cpu
+
+    torch.manual_seed(rank)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4), torch.nn.Conv2d(4, 4, 1),
+                                torch.nn.BatchNorm2d(4))
+    model.train()
+    model(torch.randn(2, 3, 5, 5) + rank)  # each rank's own running statistics (DDP does not sync them)
+    mine = copy.deepcopy(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hook = DistEvalHook(torch.utils.data.DataLoader([0]), interval=2, broadcast_bn_buffer=True)
+    # what the hook does before each evaluation (after_train_epoch calls _do_evaluate on evaluation
+    # epochs): broadcast, then _should_evaluate, False here (epoch 1 of interval 2): no inference
+    hook._do_evaluate(SimpleNamespace(model=model, epoch=0, iter=0))
+    broadcast_bn_buffers(mine)
+    # results: rank r evaluated dataset indices r, r+2, ... (DistributedSampler, shuffle=False), padded
+    part = [f'image{i}' for i in range(rank, 6, world_size)]
+    ours = gather_results(part, 5, tmpdir=f'{tmpdir}/ours')
+    theirs = collect_results_cpu(part, 5, f'{tmpdir}/theirs')
+    return ({k: v for k, v in model.state_dict().items()}, {k: v for k, v in mine.state_dict().items()},
+            before, ours, theirs)
+
+
+def test_bn_buffers_and_results_as_dist_eval_hook_on_two_processes(tmp_path):
+    results = in_process_group(_bn_and_gather, 2, str(tmp_path))
+    (hook0, mine0, before0, ours0, theirs0), (hook1, mine1, before1, ours1, theirs1) = results
+    stats = [k for k in hook0 if k.endswith(('running_mean', 'running_var'))]
+    assert len(stats) == 4
+    for key in stats:
+        assert torch.equal(mine1[key], hook1[key]) and torch.equal(mine0[key], hook0[key]), key
+        assert torch.equal(hook1[key], before0[key]), key  # rank 0's statistics on rank 1
+    assert not all(torch.equal(before1[k], before0[k]) for k in stats)  # they differed before
+    for key in [k for k in hook0 if k not in stats]:  # weights are untouched (DDP's own business)
+        assert torch.equal(mine1[key], before1[key]), key
+    assert ours0 == theirs0 == [f'image{i}' for i in range(5)]  # dataset order, padding dropped, on rank 0
+    assert ours1 is None and theirs1 is None  # no other rank holds every result
+    assert not list(tmp_path.iterdir()) or all(not list(p.iterdir()) for p in tmp_path.iterdir())
 
 
 def test_proposal_recall_with_ragged_images_under_numpy2(tiny_cfg):
@@ -45,5 +95,6 @@ def test_proposal_recall_with_ragged_images_under_numpy2(tiny_cfg):
         results.append(np.vstack([proposals, proposals[:1]]) if i % 2 else proposals)  # ragged counts too
     metrics = evaluate(dataset, results, dict(interval=1, metric='proposal_fast'))
     expected = 1 - len(gts[0]) / sum(len(g) for g in gts)
+    assert 0 < expected < 1  # some boxes found, some not: neither 0.0 == 0.0 nor a trivial 1.0
     assert metrics['AR@100'] == pytest.approx(expected, abs=1e-6)
     assert metrics['AR@1000'] == pytest.approx(expected, abs=1e-6)

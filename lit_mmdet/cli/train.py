@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='deterministic algorithms (cudnn.deterministic, warn otherwise)')
     parser.add_argument('--fast-dev-run', type=int, default=0, metavar='N',
                         help='run N train/val batches only (a smoke test)')
+    parser.add_argument('--dry-run', action='store_true',
+                        help='resolve the config, build model and data, train nothing: print every config key '
+                        'and what lit_mmdet does with it (every run writes it to <work-dir>/runtime_keys.txt)')
     parser.add_argument('--resume', help="a checkpoint to resume from, or 'auto' for "
                         "<work-dir>/checkpoints/last.ckpt when it exists")
     parser.add_argument('--skip-bad-images', action='store_true',
@@ -62,7 +65,11 @@ def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import train
+    from ..training import dry_run, train
+
+    if args.dry_run:
+        dry_run(args.config, args.cfg_options, settings_from_args(args))
+        return 0
 
     result = train(args.config, args.cfg_options, settings_from_args(args), resume=args.resume,
                    trust_checkpoint=args.trust_checkpoint)

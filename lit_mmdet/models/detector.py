@@ -38,10 +38,10 @@ from ..data.batch import unwrap_batch
 from ..data.samplers import WORKER_RNG
 from ..errors import ConfigError, TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate, gather_results
-from ..plan import RunPlan, resolve_run
+from ..plan import CARRIED_HOOKS, RunPlan, resolve_run
 from ..results import collect_images, format_result
 from ..runtime.optimizer_hooks import GradientAccumulation
-from ..runtime.callbacks import EvalImages, ResumeState, SkippedImagesLog
+from ..runtime.callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, ResumeState, SkippedImagesLog
 from ..runtime.checkpoints import checkpoint_callbacks, last_checkpoint_note
 from ..runtime.hook_driver import HookDriver, build_hooks
 from ..runtime.rank_failure import RankFailures
@@ -92,8 +92,12 @@ class LitDetector(pl.LightningModule):
         #: The last ``train_step`` outputs (mmcv's ``runner.outputs`` for hooks).
         self.step_outputs: Optional[dict] = None
         self._eval_results: list = []
-        #: Results of the last validation/test epoch, all ranks gathered in dataset order.
+        #: Results of the last validation/test epoch, all ranks gathered in dataset order (rank 0;
+        #: other ranks hold none, as under mmdet's ``collect_results_cpu``).
         self.results: list = []
+        #: The metrics of the last evaluation, in ``dataset.evaluate``'s order (every rank); empty
+        #: when mmdet's evaluation returned none (e.g. no detections).
+        self.eval_metrics: dict[str, float] = {}
         self._grad_norm: Optional[torch.Tensor] = None
         self._accumulation: Optional[GradientAccumulation] = None
         self._pending_state: dict[str, torch.Tensor] = {}
@@ -112,11 +116,13 @@ class LitDetector(pl.LightningModule):
 
     @override
     def on_train_start(self) -> None:
-        """mmdet's NumClassCheckHook, before the first step (after the hook driver's ``before_run``)."""
-        loader = self.trainer.train_dataloader
-        dataset = getattr(loader, 'dataset', None)
-        classes = getattr(dataset, 'CLASSES', None) or self.model.CLASSES
-        check_num_classes(self.model, classes, 'data.train')
+        """mmdet's NumClassCheckHook when the config lists it, before the first step (after the hook
+        driver's ``before_run``)."""
+        if self.plan.num_class_check:
+            loader = self.trainer.train_dataloader
+            dataset = getattr(loader, 'dataset', None)
+            classes = getattr(dataset, 'CLASSES', None) or self.model.CLASSES
+            check_num_classes(self.model, classes, 'data.train')
         self._accumulation = self._gradient_accumulation()
 
     def _gradient_accumulation(self) -> Optional[GradientAccumulation]:
@@ -158,8 +164,8 @@ class LitDetector(pl.LightningModule):
         outputs = self.step_outputs = self.model.train_step(batch, None)
         batch_size = outputs['num_samples']
         log_vars = outputs['log_vars']
-        if not math.isfinite(log_vars['loss']):  # mmdet already made it a float: no extra sync
-            self._stop_on_invalid_loss(log_vars)
+        if (self.global_step + 1) % self.plan.invalid_loss_interval == 0 and not math.isfinite(log_vars['loss']):
+            self._stop_on_invalid_loss(log_vars)  # mmdet already made it a float: no extra sync
         self.log('train/loss', log_vars['loss'], prog_bar=True, batch_size=batch_size)
         if self._writes_logs():
             metrics = {f'train/{k}': v for k, v in log_vars.items() if k != 'loss'}
@@ -187,10 +193,10 @@ class LitDetector(pl.LightningModule):
             optimizer.zero_grad()
 
     def _stop_on_invalid_loss(self, log_vars: Mapping[str, float]) -> None:
-        """mmdet's CheckInvalidLossHook, at every step and before the update: stop, say where."""
+        """mmdet's CheckInvalidLossHook (every ``interval`` iterations; every one when not listed),
+        before the update: stop, say where."""
         terms = ', '.join(f'{k}={v:.4g}' for k, v in log_vars.items() if k.startswith('loss'))
-        last = getattr(self.trainer.checkpoint_callback, 'last_model_path', '') if self._trainer else ''
-        kept = last_checkpoint_note(last)
+        kept = last_checkpoint_note(self.plan.last_checkpoint)
         raise TrainingError(f'iteration {self.global_step} (epoch {self.current_epoch}): the loss is not '
                             f'finite ({terms}); this step was not applied and {kept}; lower optimizer.lr, '
                             f'set optimizer_config.grad_clip or check the data, then --resume auto')
@@ -217,13 +223,19 @@ class LitDetector(pl.LightningModule):
         if not fitting:
             return callbacks
         cfg = self.cfg
-        hooks = build_hooks(cfg.get('lr_config'), cfg.get('momentum_config'), cfg.get('custom_hooks'))
+        custom_hooks = [h for h in cfg.get('custom_hooks') or []
+                        if not (isinstance(h, dict) and h.get('type') in CARRIED_HOOKS)]  # the plan's
+        hooks = build_hooks(cfg.get('lr_config'), cfg.get('momentum_config'), custom_hooks)
         self.hook_driver = HookDriver(hooks, by_epoch=plan.by_epoch, work_dir=plan.work_dir,
                                       log_interval=plan.log_interval, workflow=plan.workflow, meta=self._runner_meta)
-        callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir)]
+        callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir, plan.last_checkpoint)]
+        if not plan.evaluation.plain:
+            callbacks.append(EvalSchedule(plan.evaluation, plan.by_epoch))
+        if plan.evaluation.enabled and plan.evaluation.broadcast_bn_buffer:
+            callbacks.append(BatchNormBroadcast())
         if self.trainer.checkpoint_callback is not None:
             callbacks += checkpoint_callbacks(plan)
-        return callbacks + [ResumeState(osp.join(plan.checkpoint_dir, 'last.ckpt'))]
+        return callbacks + [ResumeState(plan.last_checkpoint)]
 
     def _runner_meta(self) -> dict:
         """mmcv's ``runner.meta`` as mmdet's ``tools/train.py`` fills it."""
@@ -351,16 +363,22 @@ class LitDetector(pl.LightningModule):
         self._evaluate_epoch('test', self.trainer.test_dataloaders)
 
     def _evaluate_epoch(self, prefix: str, loader: Any) -> None:
+        """mmdet's ``DistEvalHook`` / ``EvalHook``: results gathered on rank 0 (mmdet's
+        ``collect_results_cpu`` through ``evaluation.tmpdir``, default ``<work_dir>/.eval_hook``),
+        ``dataset.evaluate`` there, the metrics to every rank."""
         results, self._eval_results = self._eval_results, []
         if self.trainer.sanity_checking:
             return
         dataset = loader.dataset
-        results = gather_results(results, len(dataset))
-        if len(results) != len(dataset):
+        expected = len(loader.sampler) if getattr(loader, 'sampler', None) is not None else len(dataset)
+        if len(results) < expected:  # every rank alike: limit_val_batches applies to each
             log.warning('%s: %d results for %d images (limited batches?): dataset.evaluate skipped',
-                        prefix, len(results), len(dataset))
+                        prefix, len(results), expected)
             return
-        self.results = results
-        metrics = evaluate(dataset, results, self.plan.evaluation.kwargs)
-        self.log_dict({f'{prefix}/{k}': v for k, v in metrics.items()},
+        policy = self.plan.evaluation
+        tmpdir = policy.tmpdir or osp.join(self.plan.work_dir, '.eval_hook')
+        gathered = gather_results(results, len(dataset), tmpdir, policy.gpu_collect)
+        self.results = gathered if gathered is not None else []
+        self.eval_metrics = evaluate(dataset, gathered, policy.kwargs)
+        self.log_dict({f'{prefix}/{k}': v for k, v in self.eval_metrics.items()},
                       batch_size=1, sync_dist=False, rank_zero_only=False)

@@ -18,10 +18,10 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-from ..adapters.lightning import train_loaders, writes_logs
-from ..data.samplers import WORKER_RNG, ResumableBatchSampler, WorkerInit, WorkerRng
+from ..adapters.lightning import gate_validation, train_loaders, writes_logs
+from ..data.samplers import WORKER_RNG, ResumableBatchSampler, ResumableStream, WorkerInit, WorkerRng
 
-__all__ = ['EvalImages', 'ResumeState', 'SkippedImagesLog']
+__all__ = ['BatchNormBroadcast', 'EvalImages', 'EvalSchedule', 'ResumeState', 'SkippedImagesLog']
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ def _numpy_restore(state: tuple) -> tuple:
 
 
 def _batch_sampler(trainer: pl.Trainer) -> Any:
-    """The training loader's :class:`ResumableBatchSampler` (None for other loaders)."""
+    """The training loader's :class:`ResumableBatchSampler` / :class:`ResumableStream` (None for other loaders)."""
     flat = train_loaders(trainer)
     sampler = getattr(flat[0], 'batch_sampler', None) if len(flat) == 1 else None
-    return sampler if isinstance(sampler, ResumableBatchSampler) else None
+    return sampler if isinstance(sampler, (ResumableBatchSampler, ResumableStream)) else None
 
 
 class ResumeState(Checkpoint):
@@ -159,7 +159,7 @@ class ResumeState(Checkpoint):
         sampler = _batch_sampler(trainer) if trainer is not None else None
         if sampler is not None:
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < len(sampler):  # inside an epoch: the order, position and RNG to replay it
+            if sampler.inside(done):  # inside an epoch (or the iteration-based stream): the order, position and RNG to replay it
                 position = sampler.state_at(done)
                 position['numpy'] = _numpy_state(position['numpy'])
                 workers = train_loaders(trainer)[0].num_workers
@@ -286,6 +286,46 @@ class ResumeState(Checkpoint):
         self.preempted_at = trainer.global_step
         rank_zero_info(f'{signal.Signals(self.stop_signal).name}: saved {self.last_path} after iteration '
                        f'{trainer.global_step} (epoch {trainer.current_epoch}); continue with --resume auto')
+
+
+class EvalSchedule(pl.Callback):
+    """``evaluation.start`` / ``dynamic_intervals``: validation after exactly the epochs / iterations
+    mmdet's ``EvalHook`` evaluates after (:meth:`~lit_mmdet.plan.EvalPolicy.should_evaluate`); the
+    Trainer checks every epoch / iteration and this gate says which (a plain ``interval`` needs no
+    gate: Lightning's ``check_val_every_n_epoch`` / ``val_check_interval`` are the same).
+
+    Args:
+        policy: The plan's ``EvalPolicy``.
+        by_epoch: EpochBasedRunner (progress = epoch) or IterBasedRunner (progress = iteration).
+    """
+
+    def __init__(self, policy: Any, by_epoch: bool) -> None:
+        self.policy = policy
+        self.by_epoch = by_epoch
+        self._trainer: Optional[pl.Trainer] = None
+
+    def _allow(self) -> bool:
+        trainer = self._trainer
+        progress = trainer.current_epoch if self.by_epoch else trainer.global_step - 1
+        return self.policy.should_evaluate(progress)
+
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trainer = trainer
+        gate_validation(trainer, self._allow)
+
+
+class BatchNormBroadcast(pl.Callback):
+    """mmdet's ``DistEvalHook(broadcast_bn_buffer=True)`` under DDP: before each evaluation of a
+    training run, rank 0's BatchNorm running statistics are copied to every rank (mmcv's
+    ``after_train_epoch`` / ``after_train_iter`` call ``_do_evaluate`` on evaluation points only)."""
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size < 2 or trainer.state.fn != 'fit' or trainer.sanity_checking:
+            return
+        from ..evaluation import broadcast_bn_buffers
+        broadcast_bn_buffers(pl_module)
 
 
 class SkippedImagesLog(pl.Callback):

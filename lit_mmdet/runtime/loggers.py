@@ -57,6 +57,32 @@ class WandbSettings:
     bbox_score_thr: float = 0.3
 
 
+LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
+
+
+def log_level(cfg: Config) -> str:
+    """``log_level`` (mmdet's default_runtime: ``'INFO'``), checked."""
+    level = cfg.get('log_level', 'INFO')
+    name = logging.getLevelName(level) if isinstance(level, int) else str(level).upper()
+    if name not in LOG_LEVELS:
+        raise ConfigError(f"log_level={level!r}: use one of {', '.join(LOG_LEVELS)}")
+    return name
+
+
+def console_logging(level: str, rank: int = 0) -> None:
+    """lit_mmdet's own messages on stderr at ``level`` (errors only on ranks > 0), as mmdet's
+    ``get_root_logger(log_level=cfg.log_level)``; called once per run, replaces its own handler."""
+    logger = logging.getLogger('lit_mmdet')
+    for handler in [h for h in logger.handlers if getattr(h, '_lit_mmdet', False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler()
+    handler._lit_mmdet = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter('%(asctime)s - lit_mmdet - %(levelname)s - %(message)s'))
+    logger.addHandler(handler)
+    logger.setLevel(level if rank == 0 else 'ERROR')
+    logger.propagate = False
+
+
 def _log_hooks(cfg: Config) -> list[dict]:
     return [dict(h) for h in (cfg.get('log_config') or {}).get('hooks', [])]
 

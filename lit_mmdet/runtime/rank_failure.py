@@ -52,11 +52,14 @@ class RankFailures(pl.Callback):
 
     Args:
         work_dir: Shared by every rank (as checkpoints need it to be).
+        last_checkpoint: The run's ``last.ckpt`` (named in the one-line error); default
+            ``<work_dir>/checkpoints/last.ckpt``.
         interval: Seconds between looks for other ranks' notes.
     """
 
-    def __init__(self, work_dir: str, interval: float = 0.5) -> None:
+    def __init__(self, work_dir: str, last_checkpoint: Optional[str] = None, interval: float = 0.5) -> None:
         self.work_dir = work_dir
+        self.last_checkpoint = last_checkpoint or osp.join(work_dir, 'checkpoints', 'last.ckpt')
         self.interval = interval
         self.run: Optional[str] = None
         self._rank = 0
@@ -70,7 +73,7 @@ class RankFailures(pl.Callback):
             return
         self._rank = trainer.global_rank
         self.run = trainer.strategy.broadcast(uuid.uuid4().hex[:12] if trainer.is_global_zero else None)
-        self._last_checkpoint = osp.join(self.work_dir, 'checkpoints', 'last.ckpt')
+        self._last_checkpoint = self.last_checkpoint
         self._stop.clear()
         threading.Thread(target=self._watch, name='lit_mmdet-rank-failures', daemon=True).start()
 

@@ -23,7 +23,7 @@ from .optimizer_hooks import fp16_precision
 #: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
 PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
 
-__all__ = ['PRECISIONS', 'build_trainer', 'device_kwargs', 'trainer_kwargs']
+__all__ = ['PRECISIONS', 'build_trainer', 'device_kwargs', 'process_group_backend', 'trainer_kwargs']
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,23 @@ def device_kwargs(settings: RunSettings, cfg: Any) -> dict:
         kwargs['strategy'] = DDPStrategy(
             start_method='spawn' if strategy == 'ddp_spawn' else 'popen',
             find_unused_parameters=bool(cfg.get('find_unused_parameters', False)),
-            broadcast_buffers=False)
+            broadcast_buffers=False, process_group_backend=process_group_backend(cfg, accelerator))
     elif strategy is not None:
         kwargs['strategy'] = strategy
     return kwargs
+
+
+def process_group_backend(cfg: Any, accelerator: Any) -> str:
+    """``dist_params.backend`` (mmdet's init_dist), except that CPU processes cannot use NCCL (every
+    mmdet base config names it): they use gloo."""
+    backend = str((cfg.get('dist_params') or {}).get('backend', 'nccl'))
+    on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
+    if backend == 'nccl' and not on_cuda:
+        return 'gloo'
+    if backend not in ('nccl', 'gloo', 'mpi', 'ucc'):
+        raise ConfigError(f"dist_params.backend='{backend}' is not a torch.distributed backend; use 'nccl' (GPUs) "
+                          f"or 'gloo'")
+    return backend
 
 
 def _precision(plan: RunPlan, accelerator: Any) -> dict:
@@ -81,7 +94,7 @@ def trainer_kwargs(plan: RunPlan) -> dict:
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none)."""
     length: dict[str, Any] = dict(max_epochs=plan.max_epochs) if plan.by_epoch \
         else dict(max_steps=plan.max_iters, max_epochs=-1)
-    interval = plan.evaluation.interval
+    interval = plan.evaluation.interval if plan.evaluation.plain else 1  # else EvalSchedule decides
     cadence: dict[str, Any] = dict(check_val_every_n_epoch=interval) if plan.by_epoch \
         else dict(check_val_every_n_epoch=None, val_check_interval=interval)
     if not plan.evaluation.enabled:
@@ -96,6 +109,7 @@ def trainer_kwargs(plan: RunPlan) -> dict:
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
         deterministic='warn' if plan.settings.deterministic else None,
+        benchmark=True if plan.cfg.get('cudnn_benchmark', False) else None,  # as mmdet's tools/train.py
         fast_dev_run=plan.settings.fast_dev_run,
         **precision, **devices, **length, **cadence)
 

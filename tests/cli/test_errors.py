@@ -82,3 +82,24 @@ def test_bad_precision(capsys, tmp_path, shapes_dir):
     code = main(['--config', SHAPES_CONFIG, '--work-dir', str(tmp_path), '--precision', '8-bit',
                  '--cfg-options', *cli_options(tiny_options(shapes_dir))])
     assert code == 2 and '--precision 8-bit is not supported' in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('source, expected', [
+    ('from mmcv.runner import HOOKS, Hook\n\n@HOOKS.register_module(name="CheckpointHook")\nclass Twice(Hook):\n'
+     '    pass\n', ['KeyError', 'CheckpointHook is already registered']),
+    ('def broken(:\n    pass\n', ['SyntaxError', 'plugin_mod.py:1']),
+    ('raise RuntimeError("needs a licence server")\n', ['RuntimeError: needs a licence server']),
+])
+def test_custom_import_failing_for_any_reason_is_one_line(capsys, tmp_path, monkeypatch, source, expected):
+    """A custom_imports module that raises anything on import (a name registered twice, a syntax
+    error, its own error): one line naming the module and the cause, exit code 2."""
+    (tmp_path / 'plugin_mod.py').write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / 'imports.py'
+    config.write_text(f"_base_ = '{SHAPES_CONFIG}'\n"
+                      f"custom_imports = dict(imports=['plugin_mod'], allow_failed_imports=False)\n")
+    code = main(['--config', str(config)])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 2 and "importing 'plugin_mod' failed" in line and 'imports.py' in line, line
+    for part in expected:
+        assert part in line, line

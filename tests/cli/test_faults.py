@@ -104,7 +104,7 @@ def test_ctrl_c_once_saves_and_exits_130_twice_aborts(shapes_dir, tmp_path, pres
 def test_a_killed_worker_is_one_line_with_the_cause_and_the_resume_command(shapes_dir, tmp_path):
     proc = _group(_args(_paced_with_workers(tmp_path), tmp_path / 'work', shapes_dir,
                         options=tiny_options(shapes_dir, **WORKERS)))
-    _wait_for(tmp_path / 'work' / 'checkpoints' / 'epoch=0-step=4.ckpt', proc)
+    _wait_for(tmp_path / 'work' / 'checkpoints' / 'epoch_1.ckpt', proc)
     _wait_for_images(tmp_path / 'loaded', 12, proc)
     workers = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert workers, 'no DataLoader worker found'
@@ -115,7 +115,7 @@ def test_a_killed_worker_is_one_line_with_the_cause_and_the_resume_command(shape
     assert len(lines) == 1 and 'Traceback' not in err, err[-3000:]
     assert 'a DataLoader worker died' in lines[0] and 'likely out of memory' in lines[0]
     assert 'data.workers_per_gpu' in lines[0] and '--resume auto' in lines[0]
-    assert torch.load(str(tmp_path / 'work' / 'checkpoints' / 'epoch=0-step=4.ckpt'),
+    assert torch.load(str(tmp_path / 'work' / 'checkpoints' / 'epoch_1.ckpt'),
                       weights_only=True)['global_step'] == 4  # intact
 
 
@@ -133,14 +133,14 @@ def test_torn_newest_checkpoint_falls_back_foreign_and_torn_paths_are_errors(cap
     work = tmp_path / 'work'
     code, _ = _train(capsys, work, shapes_dir)
     folder = work / 'checkpoints'
-    assert code == 0 and sorted(os.listdir(folder)) == ['epoch=0-step=4.ckpt', 'epoch=1-step=8.ckpt', 'last.ckpt']
+    assert code == 0 and sorted(os.listdir(folder)) == ['epoch_1.ckpt', 'epoch_2.ckpt', 'last.ckpt']
     last = folder / 'last.ckpt'
     data = last.read_bytes()
     last.write_bytes(data[:len(data) // 2])  # torn: the disk filled up, or a copy was cut short
     (folder / 'notes.ckpt').write_text('not a checkpoint')  # the newest file is not a checkpoint at all
-    assert resolve_resume('auto', str(work)) == str(folder / 'epoch=1-step=8.ckpt')
+    assert resolve_resume('auto', str(work)) == str(folder / 'epoch_2.ckpt')
     warnings = [r.getMessage() for r in caplog.records if '--resume auto' in r.getMessage()]
-    assert len(warnings) == 2 and all('resuming from' in w and 'epoch=1-step=8.ckpt' in w for w in warnings)
+    assert len(warnings) == 2 and all('resuming from' in w and 'epoch_2.ckpt' in w for w in warnings)
     assert any('last.ckpt' in w and 'corrupt or incomplete' in w for w in warnings)
 
     code, captured = _train(capsys, work, shapes_dir, '--resume', str(last))  # --resume PATH to the torn file
@@ -148,7 +148,7 @@ def test_torn_newest_checkpoint_falls_back_foreign_and_torn_paths_are_errors(cap
     assert 'corrupt or incomplete' in captured.err
 
     # a checkpoint of another model: one line listing what does not fit, not Lightning's traceback
-    code, captured = _train(capsys, tmp_path / 'other', shapes_dir, '--resume', str(folder / 'epoch=1-step=8.ckpt'),
+    code, captured = _train(capsys, tmp_path / 'other', shapes_dir, '--resume', str(folder / 'epoch_2.ckpt'),
                             **{'model.neck.out_channels': 32, 'model.mask_head.in_channels': 32})
     assert code == 2 and captured.err.count('\n') == 1, captured.err[-2000:]
     assert 'does not fit' in captured.err and 'shape mismatch' in captured.err and 'model.neck.' in captured.err

@@ -6,7 +6,7 @@ import os.path as osp
 
 import pytest
 
-from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
+from tests.helpers import SHAPES_CONFIG, cli_options, lifted_config, run_script, tiny_options
 
 
 def _train(*args):
@@ -33,7 +33,8 @@ def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
     work = tmp_path / 'work'
     options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'checkpoint_config.interval': 1,
                                           'evaluation.save_best': 'auto'})
-    out = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-epochs', '2',
+    config = lifted_config(tmp_path)  # detections: the evaluation returns metrics
+    out = _train('--config', config, '--work-dir', str(work), '--max-epochs', '2',
                  '--seed', '0', '--cfg-options', *cli_options(options))
     assert out.returncode == 0, out.stderr[-3000:]
     (metrics,) = glob.glob(str(work / '**' / 'metrics.csv'), recursive=True)
@@ -51,7 +52,7 @@ def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
     assert 'val/segm_mAP_50' in val[0] and 'val/bbox_mAP' not in val[0]  # evaluation.metric=['segm']
     assert 'final validation: ' in out.stdout and 'val/segm_mAP=' in out.stdout
     assert osp.isfile(work / 'checkpoints' / 'last.ckpt')
-    assert osp.isfile(work / 'checkpoints' / 'best_segm_mAP_epoch_1.ckpt')  # save_best='auto'
+    assert osp.isfile(work / 'checkpoints' / 'best_segm_mAP_epoch_2.ckpt')  # save_best='auto': mmcv's 1-based epoch
     assert osp.isfile(work / 'solo_timm_shapes.py')  # the resolved config, as mmdet dumps it
 
     # the checkpoint carries its config: it loads without any config file

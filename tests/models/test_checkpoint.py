@@ -42,6 +42,7 @@ def test_predict_accepts_paths_arrays_and_folders(ckpt, shapes_dir):
     model = LitDetector.load_from_checkpoint(ckpt)
     path = osp.join(shapes_dir, 'val', '000000.png')
     by_path, by_array = model.predict([path, mmcv.imread(path)], score_thr=0.0)
+    assert len(by_path['scores']) > 0  # not two empty arrays
     np.testing.assert_allclose(by_path['scores'], by_array['scores'], atol=1e-6)
     assert by_path['masks'].shape[1:] == (64, 64)
     assert len(model.predict(osp.join(shapes_dir, 'val'))) == 4

@@ -17,7 +17,7 @@ from mmdet.utils import build_dp
 from lit_mmdet import LitDetector, MMDetDataModule, load_config
 from lit_mmdet.data import unwrap_batch
 from lit_mmdet.models.detector import scaled_lr
-from tests.helpers import ROOT, SHAPES_CONFIG, lifted_detector, run_mmcv_runner, tiny_options
+from tests.helpers import ROOT, SHAPES_CONFIG, lifted_detector, mmdet_train_loader, run_mmcv_runner, tiny_options
 
 
 def _first_batch(cfg, split='train'):
@@ -166,14 +166,13 @@ def test_parameter_updates_equal_mmcv_runner_with_optimizer_hook(tiny_cfg, tmp_p
     reference = copy.deepcopy(lit.model)
     initial = {k: v.clone() for k, v in lit.model.state_dict().items()}
 
-    data = MMDetDataModule(tiny_cfg, seed=0)
-    data.setup('fit')
-    run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'), max_iters=2)
-
     shortened = resolve_run(tiny_cfg, settings=RunSettings(str(tmp_path / 'lit'), accelerator='cpu', max_iters=2))
+    run_mmcv_runner(reference, shortened.cfg, [mmdet_train_loader(shortened.cfg)], str(tmp_path / 'mmcv'),
+                    max_iters=2)
+
     trainer = build_trainer(shortened, enable_progress_bar=False)
     np.random.seed(0)
-    trainer.fit(lit, datamodule=MMDetDataModule(lit.plan, seed=0))
+    trainer.fit(lit, datamodule=MMDetDataModule(shortened, seed=0))  # the Trainer's run: IterBasedRunner data
     theirs = dict(reference.named_parameters())
     for name, param in lit.model.named_parameters():
         torch.testing.assert_close(param, theirs[name], rtol=1e-5, atol=1e-7, msg=name)

@@ -6,12 +6,11 @@ import glob
 
 import pytest
 import torch
-from mmdet.datasets import build_dataloader, build_dataset
 
 from lit_mmdet import ConfigError, LitDetector, MMDetDataModule, RunSettings, resolve_run
 from lit_mmdet.runtime.hook_driver import RunnerFacade, RunnerFeatureError
 from lit_mmdet.runtime.trainer import build_trainer
-from tests.helpers import run_mmcv_runner
+from tests.helpers import mmdet_train_loader, run_mmcv_runner
 from tests.plugins import record_hooks
 
 HOOKS = [dict(type='RecordPoints', tag='late', priority='LOW'),
@@ -28,13 +27,6 @@ def _config(tiny_cfg):
     return tiny_cfg
 
 
-def _mmdet_loader(cfg):
-    """mmdet's own loader, with train_detector's arguments (lit_mmdet's EpochBasedRunner data order)."""
-    dataset = build_dataset(cfg.data.train)
-    return build_dataloader(dataset, samples_per_gpu=2, workers_per_gpu=0, num_gpus=1, dist=False, seed=0,
-                            runner_type='EpochBasedRunner', persistent_workers=False)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('length', [dict(max_epochs=2), dict(max_iters=6)])
 def test_hook_calls_equal_mmcv_runners(tiny_cfg, tmp_path, length):
@@ -43,7 +35,7 @@ def test_hook_calls_equal_mmcv_runners(tiny_cfg, tmp_path, length):
     torch.manual_seed(0)
     reference = LitDetector(plan).model  # the same config, mmdet's runner
     record_hooks.CALLS.clear()
-    run_mmcv_runner(reference, plan.cfg, [_mmdet_loader(plan.cfg)], str(tmp_path / 'mmcv'),
+    run_mmcv_runner(reference, plan.cfg, [mmdet_train_loader(plan.cfg)], str(tmp_path / 'mmcv'),
                     custom_hooks=plan.cfg.custom_hooks, **length)
     theirs = list(record_hooks.CALLS)
 

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
 from lit_mmdet.runtime.hook_driver import HookDriver, build_hooks
-from tests.helpers import no_runner_sleep, run_mmcv_runner
+from tests.helpers import mmdet_train_loader, no_runner_sleep, run_mmcv_runner
 
 EPOCHS, BATCHES = 3, 4
 
@@ -235,9 +235,7 @@ def test_rf_search_equals_mmdet_tools_train(tiny_cfg, tmp_path):
     reference.init_weights()
     rfnext_init_model(reference, cfg=mmdet_cfg)
     reference.load_state_dict(lit.model.state_dict())  # same wrapped structure, same weights
-    data = MMDetDataModule(tiny_cfg, seed=0)
-    data.setup('fit')
-    run_mmcv_runner(reference, tiny_cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'),
+    run_mmcv_runner(reference, tiny_cfg, [mmdet_train_loader(tiny_cfg)], str(tmp_path / 'mmcv'),
                     hooks=[mmcv.build_from_cfg(copy.deepcopy(RF_SEARCH), HOOKS)], max_epochs=2)
 
     trainer = build_trainer(plan, enable_progress_bar=False)

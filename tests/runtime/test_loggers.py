@@ -6,6 +6,7 @@ import logging
 import os.path as osp
 
 import cv2
+import numpy as np
 import pytest
 
 from lit_mmdet.plots import write_plots
@@ -32,6 +33,13 @@ model = dict(mask_head=dict(init_cfg=dict(type='Normal', layer='Conv2d', std=0.0
 def _valid_png(path):
     image = cv2.imread(str(path))
     return image is not None and image.size > 0 and float(image.std()) > 0
+
+
+def _drawn_pixels(picture, source):
+    """Pixels where ``picture`` clearly differs from the ``source`` image it was drawn on (box edges,
+    mask fills, labels): 0 for the undrawn source itself."""
+    diff = np.abs(picture.astype(np.int16) - source.astype(np.int16)).max(axis=2)
+    return int((diff > 40).sum())
 
 
 def _history(records):
@@ -116,10 +124,10 @@ def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wan
     models = [r.artifact for r in records if r.WhichOneof('record_type') == 'artifact'
               and r.artifact.type == 'model']
     names = {json.loads(a.metadata)['original_filename']: a for a in models}
-    assert {'epoch=0-step=4.ckpt', 'epoch=1-step=8.ckpt', 'last.ckpt', 'best_segm_mAP_epoch_0.ckpt'} <= set(names)
+    assert {'epoch_1.ckpt', 'epoch_2.ckpt', 'last.ckpt', 'best_segm_mAP_epoch_1.ckpt'} <= set(names)
     assert all('latest' in a.aliases for a in models)
-    assert 'best' in names['best_segm_mAP_epoch_0.ckpt'].aliases
-    assert 'best' not in names['epoch=1-step=8.ckpt'].aliases
+    assert 'best' in names['best_segm_mAP_epoch_1.ckpt'].aliases
+    assert 'best' not in names['epoch_2.ckpt'].aliases
     assert all('val/segm_mAP' in json.loads(a.metadata) for a in models)
     assert kinds[-1] == 'exit'  # the run was closed cleanly
 
@@ -128,7 +136,12 @@ def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wan
         assert _valid_png(work / 'plots' / name), name
     predictions = sorted(glob.glob(str(work / 'plots' / 'predictions' / '*.png')))
     assert [osp.basename(p) for p in predictions] == ['000000.png', '000001.png', '000002.png']
-    assert all(_valid_png(p) for p in predictions)
+    for path in predictions:  # prediction | 4 white columns | ground truth, both drawn on the validation image
+        picture, source = cv2.imread(path), cv2.imread(osp.join(shapes_dir, 'val', osp.basename(path)))
+        height, width = source.shape[:2]
+        assert picture is not None and picture.shape == (height, 2 * width + 4, 3), path
+        for side in (picture[:, :width], picture[:, width + 4:]):
+            assert _drawn_pixels(side, source) >= 20, path  # not the undrawn image written back
     assert glob.glob(str(work / 'tensorboard' / '*' / 'events.out.tfevents.*'))
 
 

@@ -14,7 +14,7 @@ from lit_mmdet import ConfigError, MMDetDataModule, RunSettings, resolve_run
 from lit_mmdet.runtime.optimizer_hooks import (GradientAccumulation, MMCVGradScaler, fp16_precision,
                                                optimizer_hook_config)
 from lit_mmdet.runtime.trainer import _precision, build_trainer
-from tests.helpers import lifted_detector, run_mmcv_runner
+from tests.helpers import lifted_detector, mmdet_train_loader, run_mmcv_runner
 
 
 # ------------------------------------------------------------------ gradient accumulation
@@ -34,11 +34,9 @@ def test_accumulation_schedule_is_mmcv_hooks(cumulative_iters, max_iters):
 
 
 def _mmcv_weights(cfg, tmp_path, **length):
-    """The detector's weights after mmcv's runner trains it with the config's hooks."""
+    """The detector's weights after mmcv's runner trains it with the config's hooks on mmdet's loader."""
     lit = lifted_detector(cfg)
-    data = MMDetDataModule(cfg, seed=0)
-    data.setup('fit')
-    run_mmcv_runner(lit.model, cfg, [data.train_dataloader()], str(tmp_path / 'mmcv'), **length)
+    run_mmcv_runner(lit.model, cfg, [mmdet_train_loader(cfg)], str(tmp_path / 'mmcv'), **length)
     return dict(lit.model.named_parameters())
 
 

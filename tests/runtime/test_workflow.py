@@ -11,7 +11,7 @@ from mmdet.datasets import build_dataloader, build_dataset
 from lit_mmdet import ConfigError, MMDetDataModule, RunSettings, resolve_run
 from lit_mmdet.plan import workflow_val_phase
 from lit_mmdet.runtime.trainer import build_trainer
-from tests.helpers import lifted_detector, run_mmcv_runner
+from tests.helpers import lifted_detector, mmdet_train_loader, run_mmcv_runner
 
 
 class _ValLosses(Hook):
@@ -38,7 +38,7 @@ def _mmcv_run(cfg, tmp_path):
     val_loader = build_dataloader(build_dataset(val_cfg), samples_per_gpu=2, workers_per_gpu=0, num_gpus=1,
                                   dist=False, seed=0, runner_type='EpochBasedRunner', persistent_workers=False)
     record = _ValLosses()
-    run_mmcv_runner(lit.model, cfg, [data.train_dataloader(), val_loader], str(tmp_path / 'mmcv'),
+    run_mmcv_runner(lit.model, cfg, [mmdet_train_loader(cfg), val_loader], str(tmp_path / 'mmcv'),
                     workflow=cfg.workflow, hooks=[record], max_epochs=cfg.runner.max_epochs)
     return record.seen, dict(lit.model.named_parameters())
 

@@ -1,0 +1,231 @@
+"""What lit_mmdet does with each top-level key of a config: one row per key, none left out.
+
+``train.py --dry-run`` prints this table; every run writes it to ``<work_dir>/runtime_keys.txt``
+and warns once about the keys it does not use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ..plan import RunPlan
+
+__all__ = ['KeyRow', 'runtime_key_rows', 'format_rows', 'unused_key_notes']
+
+#: Keys mmdet configs use as variables while the file is read (their values are already in model/data).
+CONFIG_VARIABLES = frozenset({
+    'dataset_type', 'data_root', 'img_norm_cfg', 'train_pipeline', 'test_pipeline', 'val_pipeline', 'classes',
+    'img_scale', 'norm_cfg', 'backbone_norm_cfg', 'max_epochs', 'num_last_epochs', 'interval', 'model_name',
+    'file_client_args', 'albu_train_transforms', 'image_size', 'num_classes', 'batch_size', 'num_stages',
+    'num_proposals', 'pretrained', 'depths', 'checkpoint_file', 'train_dataset', 'num_things_classes',
+    'num_stuff_classes', 'mean', 'std', 'to_rgb', 'input_size', 'dataset_A_train', 'dataset_A_val'})
+
+#: Row kinds.
+LIGHTNING, CALLBACK, MMCV_HOOK, LIT_MMDET, MMDET, IGNORED, VARIABLE = (
+    'Lightning', 'callback', 'mmcv hook', 'lit_mmdet', 'mmdet', 'not used', 'config variable')
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """One top-level config key: its value (shortened) and what lit_mmdet does with it."""
+
+    key: str
+    value: str
+    kind: str
+    action: str
+
+
+def _short(value: Any, width: int = 48) -> str:
+    text = repr(value.to_dict() if hasattr(value, 'to_dict') else value).replace('\n', ' ')
+    return text if len(text) <= width else text[:width - 3] + '...'
+
+
+def _runner(plan: 'RunPlan') -> tuple[str, str]:
+    if plan.by_epoch:
+        return LIGHTNING, f'EpochBasedRunner: Trainer(max_epochs={plan.max_epochs})'
+    return LIGHTNING, (f'IterBasedRunner: Trainer(max_steps={plan.max_iters}), mmdet\'s InfiniteGroupBatchSampler '
+                       f'as one stream')
+
+
+def _evaluation(plan: 'RunPlan') -> tuple[str, str]:
+    ev = plan.evaluation
+    if not ev.enabled:
+        return IGNORED, 'no data.val: no evaluation'
+    unit = 'epoch' if plan.by_epoch else 'iteration'
+    when = f'every {ev.interval} {unit}(s)'
+    if ev.start is not None:
+        when += f' from {unit} {ev.start}'
+    if ev.dynamic_intervals:
+        when += f', dynamic_intervals {list(ev.dynamic_intervals)} (EvalSchedule)'
+    parts = [f'validation {when}: mmdet simple_test + dataset.evaluate({dict(ev.kwargs)})']
+    if ev.save_best is not None:
+        parts.append(f"save_best='{ev.save_best.key}' -> SaveBest best_<key>_{'epoch' if plan.by_epoch else 'iter'}_<n>")
+    if ev.broadcast_bn_buffer:
+        parts.append('broadcast_bn_buffer under DDP (BatchNormBroadcast)')
+    parts.append('results gathered on rank 0 by mmdet\'s collect_results_' + ('gpu' if ev.gpu_collect else 'cpu'))
+    return CALLBACK, '; '.join(parts)
+
+
+def _checkpoint(plan: 'RunPlan') -> tuple[str, str]:
+    c = plan.checkpoint
+    if c.interval > 0:
+        every = f"every {c.interval} {'epoch' if c.by_epoch else 'iteration'}(s) as {c.filename_tmpl}"
+        keep = f', newest {c.max_keep} kept' if c.max_keep > 0 else ''
+        weights = '' if c.save_optimizer else ', weights only (save_optimizer=False)'
+    else:
+        every, keep, weights = 'no periodic checkpoints', '', ''
+    return CALLBACK, f'ModelCheckpoint: {every}{keep}{weights}; last.ckpt always; in {plan.checkpoint_dir}'
+
+
+def _log_config(plan: 'RunPlan') -> tuple[str, str]:
+    from .loggers import LOG_HOOKS
+    hooks = [h.get('type') for h in (plan.cfg.get('log_config') or {}).get('hooks', [])]
+    known = [h for h in hooks if h in LOG_HOOKS]
+    unknown = [h for h in hooks if h not in LOG_HOOKS]
+    text = f'Trainer(log_every_n_steps={plan.log_interval}); CSV always; {known} -> Lightning loggers'
+    if unknown:
+        text += f'; {unknown}: no Lightning counterpart, not used'
+    return LIGHTNING, text
+
+
+def _custom_hooks(plan: 'RunPlan') -> tuple[str, str]:
+    parts = []
+    for hook in plan.cfg.get('custom_hooks') or []:
+        kind = hook.get('type') if isinstance(hook, dict) else type(hook).__name__
+        if kind == 'NumClassCheckHook':
+            parts.append("NumClassCheckHook: lit_mmdet's check of heads' num_classes vs data.train")
+        elif kind == 'CheckInvalidLossHook':
+            parts.append(f'CheckInvalidLossHook: stop on a non-finite loss every {plan.invalid_loss_interval} '
+                         f'iteration(s), before the update')
+        else:
+            parts.append(f'{kind}: mmcv hook driven at mmcv\'s call points (HookDriver)')
+    return MMCV_HOOK, '; '.join(parts) or 'none'
+
+
+def _dist_params(plan: 'RunPlan') -> tuple[str, str]:
+    from .trainer import process_group_backend
+    settings = plan.settings
+    accelerator = 'gpu' if (settings.gpus or 0) > 0 else (settings.accelerator or 'auto')
+    backend = process_group_backend(plan.cfg, accelerator)
+    given = (plan.cfg.get('dist_params') or {}).get('backend', 'nccl')
+    note = '' if backend == given else f' ({given} needs CUDA)'
+    return LIGHTNING, f'DDPStrategy(process_group_backend={backend!r}){note} when several processes run'
+
+
+def _schedule(name: str) -> Callable[['RunPlan'], tuple[str, str]]:
+    def describe(plan: 'RunPlan') -> tuple[str, str]:
+        value = plan.cfg.get(name)
+        if not value:
+            return IGNORED, 'none'
+        return MMCV_HOOK, f"mmcv {value.get('policy', '?')} updater hook driven by HookDriver (by_epoch=" \
+                          f"{value.get('by_epoch', True)})"
+    return describe
+
+
+def _const(kind: str, text: str) -> Callable[['RunPlan'], tuple[str, str]]:
+    return lambda plan: (kind, text)
+
+
+def _optimizer_config(plan: 'RunPlan') -> tuple[str, str]:
+    hook = plan.optimizer_hook
+    oc = plan.cfg.get('optimizer_config') or {}
+    parts = [f"{oc.get('type', 'OptimizerHook')}: Lightning's backward + step"]
+    if oc.get('grad_clip'):
+        parts.append(f"grad_clip -> mmcv's clip_grad_norm_({dict(oc['grad_clip'])})")
+    if hook.cumulative_iters > 1:
+        parts.append(f'cumulative_iters={hook.cumulative_iters}: gradient accumulation as mmcv')
+    if hook.fp16:
+        parts.append('fp16: 16-mixed with mmcv\'s loss scale on CUDA, fp32 on CPU')
+    return LIT_MMDET, '; '.join(parts)
+
+
+def _auto_scale_lr(plan: 'RunPlan') -> tuple[str, str]:
+    auto = plan.cfg.get('auto_scale_lr') or {}
+    if not auto.get('enable', False):
+        return IGNORED, 'enable=False: optimizer.lr as given (as mmdet)'
+    return LIT_MMDET, f"optimizer.lr x (processes x samples_per_gpu) / {auto.get('base_batch_size')} (mmdet's rule)"
+
+
+def _workflow(plan: 'RunPlan') -> tuple[str, str]:
+    if plan.workflow is None:
+        return LIT_MMDET, 'training only'
+    return CALLBACK, f'after every {plan.workflow[0]} training epoch(s), {plan.workflow[1]} val-loss epoch(s) (HookDriver)'
+
+
+def _seed(plan: 'RunPlan') -> tuple[str, str]:
+    drawn = ' (drawn: no --seed, no cfg.seed)' if plan.seed_drawn else ''
+    return LIT_MMDET, f'seed {plan.seed}{drawn}: set_random_seed, samplers and workers (rank 0\'s for every rank)'
+
+
+DESCRIBE: dict[str, Callable[['RunPlan'], tuple[str, str]]] = {
+    'model': _const(MMDET, "build_detector + init_weights (LitDetector.model)"),
+    'train_cfg': _const(MMDET, 'build_detector(train_cfg=...)'),
+    'test_cfg': _const(MMDET, 'build_detector(test_cfg=...)'),
+    'data': _const(MMDET, "MMDetDataModule: mmdet's build_dataset / build_dataloader (train_detector's arguments)"),
+    'optimizer': _const(MMDET, "mmdet's build_optimizer (configure_optimizers)"),
+    'optimizer_config': _optimizer_config,
+    'fp16': _const(LIGHTNING, "precision 16-mixed with mmcv's loss scaling on CUDA; fp32 with a warning on CPU"),
+    'lr_config': _schedule('lr_config'),
+    'momentum_config': _schedule('momentum_config'),
+    'runner': _runner,
+    'total_epochs': _const(LIGHTNING, "mmdet's old spelling of runner.max_epochs"),
+    'checkpoint_config': _checkpoint,
+    'evaluation': _evaluation,
+    'log_config': _log_config,
+    'custom_hooks': _custom_hooks,
+    'custom_imports': _const(LIT_MMDET, 'imported when the config is loaded (any failure: a one-line error)'),
+    'workflow': _workflow,
+    'dist_params': _dist_params,
+    'log_level': lambda plan: (LIT_MMDET, f"lit_mmdet's messages at {plan.log_level} (errors only on ranks > 0)"),
+    'load_from': _const(LIT_MMDET, 'weights loaded before training unless resuming (keys reported)'),
+    'resume_from': _const(LIT_MMDET, 'resume from this lit_mmdet checkpoint (= --resume PATH)'),
+    'auto_resume': lambda plan: ((LIT_MMDET, 'the newest whole checkpoint of the run (= --resume auto)')
+                                 if plan.cfg.get('auto_resume') else (IGNORED, 'False')),
+    'work_dir': lambda plan: (LIT_MMDET, f'work dir {plan.work_dir} (--work-dir overrides)'),
+    'seed': _seed,
+    'gpu_ids': _const(IGNORED, "mmdet's tools/train.py replaces it by --gpu-id(s) too; use --gpus / --devices"),
+    'device': _const(IGNORED, 'Lightning picks the device: --accelerator / --gpus'),
+    'cudnn_benchmark': lambda plan: ((LIGHTNING, 'Trainer(benchmark=True): cudnn.benchmark')
+                                     if plan.cfg.get('cudnn_benchmark') else (LIGHTNING, 'off (cudnn default)')),
+    'mp_start_method': _const(MMDET, "mmdet's setup_multi_processes before the Trainer"),
+    'opencv_num_threads': _const(MMDET, "mmdet's setup_multi_processes before the Trainer"),
+    'auto_scale_lr': _auto_scale_lr,
+    'find_unused_parameters': lambda plan: (LIGHTNING, f"DDPStrategy(find_unused_parameters="
+                                                       f"{bool(plan.cfg.get('find_unused_parameters'))})"),
+}
+
+
+def runtime_key_rows(plan: 'RunPlan') -> list[KeyRow]:
+    """One row for every top-level key of the plan's config, in the config's order."""
+    rows = []
+    for key, value in plan.cfg.items():
+        describe = DESCRIBE.get(key)
+        if value is None and key in ('load_from', 'resume_from'):
+            kind, action = IGNORED, 'None: nothing to load'
+        elif describe is not None:
+            kind, action = describe(plan)
+        elif key in CONFIG_VARIABLES or key.endswith(('_pipeline', '_cfg', '_root', '_type')):
+            kind, action = VARIABLE, 'read while the config file was loaded; its values are in model / data'
+        else:
+            kind, action = VARIABLE, (f"not read by mmdet's runner nor lit_mmdet (a variable, or for your own "
+                                      f"code as cfg.{key})")
+        rows.append(KeyRow(key, _short(value), kind, action))
+    return rows
+
+
+def format_rows(rows: list[KeyRow]) -> str:
+    """The rows as a fixed-width text table."""
+    key_w = max([len('key')] + [len(r.key) for r in rows])
+    val_w = max([len('value')] + [len(r.value) for r in rows])
+    kind_w = max([len('kind')] + [len(r.kind) for r in rows])
+    lines = [f"{'key':<{key_w}}  {'value':<{val_w}}  {'kind':<{kind_w}}  what lit_mmdet does",
+             '-' * (key_w + val_w + kind_w + 26)]
+    lines += [f'{r.key:<{key_w}}  {r.value:<{val_w}}  {r.kind:<{kind_w}}  {r.action}' for r in rows]
+    return '\n'.join(lines)
+
+
+def unused_key_notes(rows: list[KeyRow]) -> list[str]:
+    """One line per key the run does not use although the config sets it (warned once per run)."""
+    return [f'{r.key}={r.value}: not used: {r.action}' for r in rows
+            if r.kind == IGNORED and r.key in ('gpu_ids', 'device')]
