@@ -138,7 +138,7 @@ def test_torn_newest_checkpoint_falls_back_foreign_and_torn_paths_are_errors(cap
     data = last.read_bytes()
     last.write_bytes(data[:len(data) // 2])  # torn: the disk filled up, or a copy was cut short
     (folder / 'notes.ckpt').write_text('not a checkpoint')  # the newest file is not a checkpoint at all
-    assert resolve_resume('auto', str(work)) == str(folder / 'epoch_2.ckpt')
+    assert resolve_resume('auto', str(folder)) == str(folder / 'epoch_2.ckpt')
     warnings = [r.getMessage() for r in caplog.records if '--resume auto' in r.getMessage()]
     assert len(warnings) == 2 and all('resuming from' in w and 'epoch_2.ckpt' in w for w in warnings)
     assert any('last.ckpt' in w and 'corrupt or incomplete' in w for w in warnings)
