@@ -69,18 +69,37 @@ def log_level(cfg: Config) -> str:
     return name
 
 
+class _Below(logging.Filter):
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
 def console_logging(level: str, rank: int = 0) -> None:
-    """lit_mmdet's own messages on stderr at ``level`` (errors only on ranks > 0), as mmdet's
-    ``get_root_logger(log_level=cfg.log_level)``; called once per run, replaces its own handler."""
+    """lit_mmdet's own messages at ``level`` (errors only on ranks > 0), as mmdet's
+    ``get_root_logger(log_level=cfg.log_level)``: information on stdout (time-stamped), warnings and
+    errors on stderr as before; called once per run, replaces its own handlers (records still
+    propagate, e.g. to pytest's or an application's handlers)."""
+    import sys
+
     logger = logging.getLogger('lit_mmdet')
     for handler in [h for h in logger.handlers if getattr(h, '_lit_mmdet', False)]:
         logger.removeHandler(handler)
-    handler = logging.StreamHandler()
-    handler._lit_mmdet = True  # type: ignore[attr-defined]
-    handler.setFormatter(logging.Formatter('%(asctime)s - lit_mmdet - %(levelname)s - %(message)s'))
-    logger.addHandler(handler)
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(_Below(logging.WARNING))
+    info.setFormatter(logging.Formatter('%(asctime)s - lit_mmdet - %(levelname)s - %(message)s'))
+    handlers: list[logging.Handler] = [info]
+    if not logging.getLogger().handlers:  # else the application's (or pytest's) handlers show them
+        problems = logging.StreamHandler(sys.stderr)  # (Python's last-resort handler no longer would)
+        problems.setLevel(logging.WARNING)
+        handlers.append(problems)
+    for handler in handlers:
+        handler._lit_mmdet = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
     logger.setLevel(level if rank == 0 else 'ERROR')
-    logger.propagate = False
 
 
 def _log_hooks(cfg: Config) -> list[dict]:
