@@ -82,17 +82,24 @@ def test_load_detector_from_ckpt_or_pth(ckpt, tmp_path, tiny_cfg):
         load_detector(None, str(tmp_path / 'missing.ckpt'))
 
 
-@pytest.mark.parametrize('evaluation, expected', [
-    (dict(save_best='auto', metric=['segm', 'bbox']), ('segm_mAP', 'max')),
-    (dict(save_best='auto', metric='bbox'), ('bbox_mAP', 'max')),
-    (dict(save_best='bbox_mAP_50'), ('bbox_mAP_50', 'max')),
-    (dict(save_best='val_loss'), ('val_loss', 'min')),
-    (dict(save_best='segm_mAP', rule='less'), ('segm_mAP', 'min')),
-    (dict(metric='segm'), None),
+@pytest.mark.parametrize('evaluation, first, expected', [
+    # 'auto': the first key of the first evaluation's metrics (dataset.evaluate's order), as mmcv's EvalHook
+    (dict(save_best='auto', metric=['segm', 'bbox']), 'segm_mAP', ('segm_mAP', 'max')),
+    (dict(save_best='auto', metric='bbox'), 'bbox_mAP', ('bbox_mAP', 'max')),
+    (dict(save_best='bbox_mAP_50'), None, ('bbox_mAP_50', 'max')),
+    (dict(save_best='val_loss'), None, ('val_loss', 'min')),
+    (dict(save_best='segm_mAP', rule='less'), None, ('segm_mAP', 'min')),
+    (dict(metric='segm'), None, None),
 ])
-def test_save_best_key_follows_mmcv_rules(tiny_cfg, evaluation, expected):
+def test_save_best_key_follows_mmcv_rules(tiny_cfg, evaluation, first, expected):
     tiny_cfg.evaluation = evaluation
-    assert save_best_key(tiny_cfg) == expected
+    assert save_best_key(tiny_cfg, first) == expected
+
+
+def test_save_best_auto_waits_for_the_first_evaluation(tiny_cfg):
+    tiny_cfg.evaluation = dict(save_best='auto')
+    with pytest.raises(ConfigError, match='first evaluation'):
+        save_best_key(tiny_cfg)
 
 
 def test_save_best_unknown_direction_is_a_clear_error(tiny_cfg):
