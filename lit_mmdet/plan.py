@@ -30,7 +30,8 @@ from .errors import ConfigError, unknown_type_error
 from .runtime.loggers import WandbOptions, WandbSettings, log_level, wandb_settings
 from .runtime.optimizer_hooks import OptimizerHookConfig, optimizer_hook_config
 
-__all__ = ['RunSettings', 'RunPlan', 'CheckpointPolicy', 'EvalPolicy', 'SaveBestRule', 'resolve_run', 'infer_rule',
+__all__ = ['RunSettings', 'RunPlan', 'CheckpointPolicy', 'EarlyStopPolicy', 'EvalPolicy', 'SaveBestRule', 'resolve_run',
+           'infer_rule',
            'save_best_key', 'workflow_val_phase']
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,7 @@ class RunPlan:
         invalid_loss_interval: Stop on a non-finite loss, checked every this many iterations:
             ``CheckInvalidLossHook``'s ``interval`` when listed, else every iteration (lit_mmdet
             checks before the update, so the last checkpoint stays good).
+        early_stopping: ``EarlyStoppingHook`` in ``custom_hooks`` (mmengine's), else None.
         seed_drawn: The seed was drawn at random here (no ``--seed``, no ``cfg.seed``, not handed over
             by Lightning's launcher); ranks started by torchrun / srun then take rank 0's
             (:func:`~lit_mmdet.runtime.launch.share_seed`).
@@ -206,6 +208,7 @@ class RunPlan:
     settings: RunSettings
     num_class_check: bool = False
     invalid_loss_interval: int = 1
+    early_stopping: Optional[EarlyStopPolicy] = None
     seed_drawn: bool = False
 
     @property
@@ -225,8 +228,60 @@ class RunPlan:
         return self.cfg.pretty_text
 
 
-#: mmdet ``custom_hooks`` that lit_mmdet carries out itself (the plan reads their arguments).
-CARRIED_HOOKS = frozenset({'NumClassCheckHook', 'CheckInvalidLossHook'})
+#: mmdet ``custom_hooks`` that lit_mmdet carries out itself (the plan reads their arguments);
+#: ``EarlyStoppingHook`` is mmengine's (MMDetection 3.x users know it), not in mmcv 1.x's registry.
+CARRIED_HOOKS = frozenset({'NumClassCheckHook', 'CheckInvalidLossHook', 'EarlyStoppingHook'})
+
+
+@dataclass(frozen=True)
+class EarlyStopPolicy:
+    """``custom_hooks=[dict(type='EarlyStoppingHook', ...)]`` with mmengine's arguments and defaults,
+    as Lightning's ``EarlyStopping`` on ``val/<monitor>``.
+
+    Attributes:
+        monitor: The metric (a key ``dataset.evaluate`` returns).
+        mode: ``'max'`` (``rule='greater'``) or ``'min'``; inferred from the key as mmengine does.
+        min_delta: An improvement must exceed this.
+        patience: Evaluations without improvement before stopping.
+        strict: A missing metric is an error (else a warning).
+        check_finite: Stop when the metric is NaN or infinite.
+        stopping_threshold: Stop as soon as the metric reaches this.
+    """
+
+    monitor: str
+    mode: str
+    min_delta: float = 0.1
+    patience: int = 5
+    strict: bool = False
+    check_finite: bool = True
+    stopping_threshold: Optional[float] = None
+
+
+_EARLY_STOP_KEYS = frozenset({'type', 'monitor', 'rule', 'min_delta', 'patience', 'strict', 'check_finite',
+                              'stopping_threshold', 'priority'})
+
+
+def _early_stopping(cfg: Any) -> Optional[EarlyStopPolicy]:
+    from .adapters.mmcv import eval_hook_rule_keys
+
+    hooks = [h for h in cfg.get('custom_hooks') or [] if isinstance(h, dict) and h.get('type') == 'EarlyStoppingHook']
+    if not hooks:
+        return None
+    if len(hooks) > 1:
+        raise ConfigError('custom_hooks: EarlyStoppingHook is listed twice; keep one')
+    hook = dict(hooks[0])
+    unknown = sorted(set(hook) - _EARLY_STOP_KEYS)
+    if unknown or not isinstance(hook.get('monitor'), str):
+        raise ConfigError(f"custom_hooks EarlyStoppingHook: {'unknown ' + str(unknown) if unknown else 'no monitor'}; "
+                          f"use dict(type='EarlyStoppingHook', monitor='segm_mAP', patience=3, rule='greater', "
+                          f"min_delta=0.0) (mmengine's arguments)")
+    greater, less = eval_hook_rule_keys()
+    rule = infer_rule(hook['monitor'], hook.get('rule'), greater, less, where='EarlyStoppingHook monitor',
+                      rule_key='EarlyStoppingHook rule')
+    return EarlyStopPolicy(monitor=hook['monitor'], mode='max' if rule == 'greater' else 'min',
+                           min_delta=float(hook.get('min_delta', 0.1)), patience=int(hook.get('patience', 5)),
+                           strict=bool(hook.get('strict', False)), check_finite=bool(hook.get('check_finite', True)),
+                           stopping_threshold=hook.get('stopping_threshold'))
 
 
 def _carried_hooks(cfg: Any) -> tuple[bool, int]:
@@ -278,7 +333,8 @@ def _seed(settings: RunSettings, cfg: Any) -> tuple[int, bool]:
     return random.randint(0, 2**31 - 1), True
 
 
-def infer_rule(key: str, rule: Optional[str], greater_keys: Sequence[str], less_keys: Sequence[str]) -> str:
+def infer_rule(key: str, rule: Optional[str], greater_keys: Sequence[str], less_keys: Sequence[str],
+               where: str = 'evaluation.save_best', rule_key: str = 'evaluation.rule') -> str:
     """mmcv ``EvalHook._init_rule``: ``rule`` as given, else from the key's name.
 
     Raises:
@@ -286,7 +342,7 @@ def infer_rule(key: str, rule: Optional[str], greater_keys: Sequence[str], less_
     """
     if rule is not None:
         if rule not in ('greater', 'less'):
-            raise ConfigError(f"evaluation.rule='{rule}' must be 'greater' or 'less'")
+            raise ConfigError(f"{rule_key}='{rule}' must be 'greater' or 'less'")
         return rule
     lower = key.lower()
     greater, less = [k.lower() for k in greater_keys], [k.lower() for k in less_keys]
@@ -298,8 +354,9 @@ def infer_rule(key: str, rule: Optional[str], greater_keys: Sequence[str], less_
         return 'greater'
     if any(k in lower for k in less):
         return 'less'
-    raise ConfigError(f"evaluation.save_best='{key}': cannot tell if higher is better; "
-                      f"add evaluation.rule='greater' or 'less' (or evaluation.greater_keys / less_keys)")
+    raise ConfigError(f"{where}='{key}': cannot tell if higher is better; "
+                      f"add {rule_key}='greater' or 'less'" +
+                      (' (or evaluation.greater_keys / less_keys)' if where.startswith('evaluation') else ''))
 
 
 def _key_list(value: Any, name: str, default: list[str]) -> tuple[str, ...]:
@@ -467,7 +524,8 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
         fill_neck_in_channels(cfg.model)
     except KeyError as exc:
         raise unknown_type_error(exc, 'model') or exc from None
-    check_hook_configs(cfg.get('custom_hooks'))  # every type in mmcv's HOOKS registry, a codebase's own too
+    check_hook_configs([h for h in cfg.get('custom_hooks') or []  # every type in mmcv's HOOKS registry, a
+                        if not (isinstance(h, dict) and h.get('type') in CARRIED_HOOKS)])  # codebase's own too
     num_class_check, invalid_loss_interval = _carried_hooks(cfg)
     return RunPlan(
         cfg=cfg, name=name, work_dir=work_dir, seed=cfg.seed, by_epoch=by_epoch,
@@ -477,4 +535,5 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
         optimizer_hook=optimizer_hook_config(cfg), workflow=workflow_val_phase(cfg, by_epoch),
         log_interval=int((cfg.get('log_config') or {}).get('interval', 50)), log_level=log_level(cfg),
         wandb=wandb_settings(cfg, settings.wandb), settings=settings,
-        num_class_check=num_class_check, invalid_loss_interval=invalid_loss_interval, seed_drawn=seed_drawn)
+        num_class_check=num_class_check, invalid_loss_interval=invalid_loss_interval,
+        early_stopping=_early_stopping(cfg), seed_drawn=seed_drawn)

@@ -16,7 +16,9 @@ __all__ = ['build_parser', 'main', 'settings_from_args']
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='train.py', description='Train an mmdet 2.x config with PyTorch Lightning.')
+        prog='train.py', description='Train an mmdet 2.x config with PyTorch Lightning.',
+        epilog='Config keys can also be given as --a.b.c=value (what `wandb agent` passes for a sweep); '
+               'they are --cfg-options items.', allow_abbrev=False)
     add_config_args(parser)
     parser.add_argument('--work-dir', help='where logs and checkpoints go '
                         '(default: work_dirs/<config name>)')
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point; a bad config or input is one line on stderr and exit code 2."""
-    return run_main(build_parser(), run, argv)
+    return run_main(build_parser(), run, argv, config_keys=True)
 
 
 if __name__ == '__main__':

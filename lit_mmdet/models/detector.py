@@ -233,6 +233,13 @@ class LitDetector(pl.LightningModule):
             callbacks.append(EvalSchedule(plan.evaluation, plan.by_epoch))
         if plan.evaluation.enabled and plan.evaluation.broadcast_bn_buffer:
             callbacks.append(BatchNormBroadcast())
+        if plan.early_stopping is not None and plan.evaluation.enabled:
+            from pytorch_lightning.callbacks import EarlyStopping
+            stop = plan.early_stopping
+            callbacks.append(EarlyStopping(
+                monitor=f'val/{stop.monitor}', mode=stop.mode, min_delta=stop.min_delta, patience=stop.patience,
+                strict=stop.strict, check_finite=stop.check_finite, stopping_threshold=stop.stopping_threshold,
+                check_on_train_epoch_end=False))
         if self.trainer.checkpoint_callback is not None:
             callbacks += checkpoint_callbacks(plan)
         return callbacks + [ResumeState(plan.last_checkpoint)]

@@ -81,7 +81,7 @@ class EvalImages(pl.Callback):
         self._save_pngs(trainer, pl_module)
 
     def _save_pngs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or (trainer is not None and trainer.fast_dev_run):  # a smoke test: no results
             return
         found = self._samples(trainer, pl_module)
         if found is None:

@@ -148,6 +148,12 @@ class PeriodicCheckpoint(ModelCheckpoint):
         self.count_by_epoch = by_epoch
 
     @override
+    def on_train_end(self, trainer: 'pl.Trainer', pl_module: 'pl.LightningModule') -> None:
+        if trainer.fast_dev_run:  # Lightning 2.6 writes last.ckpt here even for a smoke test
+            return
+        super().on_train_end(trainer, pl_module)
+
+    @override
     def format_checkpoint_name(self, metrics: dict[str, Any], filename: Optional[str] = None,
                                ver: Optional[int] = None, prefix: Optional[str] = None) -> str:
         if filename is not None:  # last.ckpt
@@ -237,7 +243,8 @@ def checkpoint_callbacks(plan: 'RunPlan') -> list[ModelCheckpoint]:
     callbacks: list[ModelCheckpoint] = [PeriodicCheckpoint(policy.filename_tmpl, policy.by_epoch, **kwargs)]
     if policy.save_last and not policy.save_optimizer:
         every = {'every_n_epochs' if policy.by_epoch else 'every_n_train_steps': max(policy.interval, 1)}
-        callbacks.append(ModelCheckpoint(save_top_k=0, save_last=True, **common, **every))
+        callbacks.append(PeriodicCheckpoint(policy.filename_tmpl, policy.by_epoch, save_top_k=0, save_last=True,
+                                            **common, **every))
     if plan.evaluation.save_best is not None:
         callbacks.append(SaveBest(plan.checkpoint_dir, plan.evaluation.save_best, plan.by_epoch))
     return callbacks

@@ -95,6 +95,10 @@ def _custom_hooks(plan: 'RunPlan') -> tuple[str, str]:
         kind = hook.get('type') if isinstance(hook, dict) else type(hook).__name__
         if kind == 'NumClassCheckHook':
             parts.append("NumClassCheckHook: lit_mmdet's check of heads' num_classes vs data.train")
+        elif kind == 'EarlyStoppingHook' and plan.early_stopping is not None:
+            stop = plan.early_stopping
+            parts.append(f"EarlyStoppingHook (mmengine's): Lightning EarlyStopping(monitor='val/{stop.monitor}', "
+                         f"mode='{stop.mode}', patience={stop.patience}, min_delta={stop.min_delta})")
         elif kind == 'CheckInvalidLossHook':
             parts.append(f'CheckInvalidLossHook: stop on a non-finite loss every {plan.invalid_loss_interval} '
                          f'iteration(s), before the update')

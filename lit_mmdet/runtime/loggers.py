@@ -13,7 +13,7 @@ import logging
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 from mmcv import Config
@@ -155,6 +155,18 @@ class DetWandbLogger(WandbLogger):
         super().__init__(*args, **kwargs)
         self._log_checkpoint_metadata = log_checkpoint_metadata
         self._eval_metrics: dict[str, float] = {}
+
+    @override
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """The config's keys at the top level of the run config (``optimizer.lr``,
+        ``model.backbone.model_name``, ...), as mmdet's ``MMDetWandbHook`` logs them, so a sweep's
+        parameter names and the runs table's columns are the config's own keys."""
+        params = dict(params) if isinstance(params, Mapping) else vars(params)
+        config = params.pop('config', None)
+        if isinstance(config, Mapping):
+            params = {**config, **params}
+        super().log_hyperparams(params, *args, **kwargs)
 
     @override
     @rank_zero_only

@@ -2,6 +2,7 @@
 import csv
 import glob
 import math
+import os
 import os.path as osp
 
 import pytest
@@ -92,3 +93,16 @@ def test_resume_auto_continues_from_last_checkpoint(tmp_path, shapes_dir):
     assert steps == [4, 5, 6, 7]  # epoch 2 only, optimizer step count restored
     bad = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--resume', str(tmp_path / 'x.ckpt'))
     assert bad.returncode == 2 and "--resume" in bad.stderr
+
+
+@pytest.mark.slow
+def test_fast_dev_run_trains_one_batch_and_writes_no_results(tmp_path, shapes_dir):
+    """--fast-dev-run 1 (a smoke test): one training and one validation batch, exit 0, no traceback;
+    the work dir holds the resolved config and the runtime-key table, no checkpoints, metrics or plots."""
+    work = tmp_path / 'work'
+    out = _train('--config', lifted_config(tmp_path), '--work-dir', str(work), '--fast-dev-run', '1',
+                 '--cfg-options', *cli_options(tiny_options(shapes_dir)))
+    assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+    written = sorted(osp.relpath(osp.join(d, f), work) for d, _, files in os.walk(work) for f in files)
+    assert written == ['runtime_keys.txt', 'solo_timm_shapes.py'], written
+    assert 'metrics: none' in out.stdout

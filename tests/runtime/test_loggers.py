@@ -11,7 +11,7 @@ import pytest
 
 from lit_mmdet.plots import write_plots
 from lit_mmdet.runtime.loggers import DetWandbLogger, WandbOptions, build_loggers, wandb_settings
-from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options, wandb_records
+from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, run_script, tiny_options, wandb_records
 
 WANDB_CONFIG = f'''
 _base_ = '{SHAPES_CONFIG}'
@@ -94,10 +94,11 @@ def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wan
     # the resolved config as the run config, mmdet's env info, the config file
     config_keys = [u.key or u.nested_key[0] for r in records if r.WhichOneof('record_type') == 'config'
                    for u in r.config.update]
-    assert {'config', 'env'} <= set(config_keys)
+    # the config's keys at the top level, as mmdet's MMDetWandbHook logs them (sweep parameter names)
+    assert {'model', 'optimizer', 'data', 'env'} <= set(config_keys) and 'config' not in config_keys
     (logged_config,) = [json.loads(u.value_json) for r in records if r.WhichOneof('record_type') == 'config'
-                        for u in r.config.update if (u.key or u.nested_key[0]) == 'config']
-    logged_config = logged_config.get('value', logged_config)
+                        for u in r.config.update if (u.key or u.nested_key[0]) == 'model']
+    logged_config = dict(model=logged_config.get('value', logged_config))
     assert logged_config['model']['type'] == 'SOLO'
     files = [f.path for r in records if r.WhichOneof('record_type') == 'files' for f in r.files.files]
     assert 'wandb_shapes.py' in files and osp.isfile(osp.join(run_dir, 'files', 'wandb_shapes.py'))
@@ -236,3 +237,39 @@ def test_a_drawing_error_is_a_warning_not_a_failed_run(monkeypatch, caplog, tmp_
     with caplog.at_level(logging.WARNING):
         images.on_train_end(None, None)
     assert 'could not draw a.png: RuntimeError: FT_Render_Glyph' in caplog.text
+
+
+@pytest.mark.slow
+def test_sweep_arguments_override_the_config_and_are_top_level_run_config(offline_wandb, shapes_dir):
+    """What `wandb agent` runs for configs/sweep.yaml: ``--key=value`` per swept parameter after the
+    fixed arguments (${args}); train.py applies them as --cfg-options and the W&B run config has
+    them under the config's own key names."""
+    import yaml
+
+    sweep = yaml.safe_load(open(osp.join(ROOT, 'configs', 'sweep.yaml')))
+    assert sweep['command'][-1] == '${args}' and set(sweep['parameters']) >= {'optimizer.lr'}
+    work = offline_wandb / 'work'
+    swept = ['--optimizer.lr=0.00123', '--model.backbone.model_name=resnet18', '--data.samples_per_gpu=2']
+    out = run_script('train.py', '--config', SHAPES_CONFIG, '--wandb', '--work-dir', str(work), '--max-iters', '2',
+                     '--seed', '0', '--cfg-options', *cli_options(tiny_options(shapes_dir)), *swept)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "lr=0.00123" in (work / 'solo_timm_shapes.py').read_text().replace(' ', '')  # applied
+    (run_dir,) = glob.glob(str(work / 'wandb' / 'offline-run-*'))
+    config = {(u.key or u.nested_key[0]): json.loads(u.value_json) for r in wandb_records(run_dir)
+              if r.WhichOneof('record_type') == 'config' for u in r.config.update}
+    optimizer = config['optimizer'].get('value', config['optimizer'])
+    assert optimizer['lr'] == pytest.approx(0.00123)
+    backbone = config['model'].get('value', config['model'])['backbone']
+    assert backbone['model_name'] == 'resnet18'
+
+
+def test_config_key_arguments_are_cfg_options():
+    from lit_mmdet.cli.common import config_key_arguments
+    from lit_mmdet.cli.train import build_parser
+    parser = build_parser()
+    assert config_key_arguments(parser, ['--optimizer.lr=0.01', '--model.backbone.model_name', 'resnet34',
+                                         '--data.train.pipeline.2.img_scale=(64,64)']) == [
+        'optimizer.lr=0.01', 'model.backbone.model_name=resnet34', 'data.train.pipeline.2.img_scale=(64,64)']
+    for bad in (['stray'], ['--no-such-flag-!'], ['--optimizer.lr']):
+        with pytest.raises(SystemExit):
+            config_key_arguments(parser, bad)

@@ -104,3 +104,35 @@ def test_dry_run_prints_every_key(config, capsys, tmp_path, shapes_dir):
     else:
         assert code == 2 and err.startswith('error: data.train') and "not found" in err
     assert not os.listdir(tmp_path) if osp.isdir(tmp_path) else True  # nothing trained, nothing written
+
+
+@pytest.mark.slow
+def test_early_stopping_hook_stops_as_lightning_early_stopping(tmp_path, shapes_dir, capsys):
+    """mmengine's EarlyStoppingHook (the arguments mmdet users know): with min_delta 1.0 no evaluation
+    after the first improves, so patience=1 stops training after the 2nd of 5 epochs."""
+    from lit_mmdet import RunSettings, resolve_run
+    config = lifted_config(tmp_path, custom_hooks=[
+        dict(type='NumClassCheckHook'), dict(type='LiftHead'),
+        dict(type='EarlyStoppingHook', monitor='segm_mAP', patience=1, rule='greater', min_delta=1.0)])
+    stop = resolve_run(config).early_stopping
+    assert (stop.monitor, stop.mode, stop.patience, stop.min_delta) == ('segm_mAP', 'max', 1, 1.0)
+    work = tmp_path / 'work'
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 1})
+    code = main(['--config', config, '--work-dir', str(work), '--max-epochs', '5', '--seed', '0',
+                 '--cfg-options', *cli_options(options)])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    assert _val_epochs(work) == [0, 1]  # stopped after the 2nd evaluation
+    assert "EarlyStopping(monitor='val/segm_mAP'" in (work / 'runtime_keys.txt').read_text()
+
+
+def test_early_stopping_hook_arguments_are_checked(tiny_cfg):
+    from lit_mmdet import ConfigError, resolve_run
+    tiny_cfg.custom_hooks = [dict(type='EarlyStoppingHook', monitor='wiggle')]
+    with pytest.raises(ConfigError, match="EarlyStoppingHook monitor='wiggle'"):
+        resolve_run(tiny_cfg)
+    tiny_cfg.custom_hooks = [dict(type='EarlyStoppingHook', monitor='bbox_mAP', patiense=3)]
+    with pytest.raises(ConfigError, match='patiense'):
+        resolve_run(tiny_cfg)
+    tiny_cfg.custom_hooks = [dict(type='EarlyStoppingHook', monitor='bbox_mAP')]
+    stop = resolve_run(tiny_cfg).early_stopping
+    assert (stop.mode, stop.min_delta, stop.patience) == ('max', 0.1, 5)  # mmengine's defaults

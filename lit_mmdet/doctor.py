@@ -1,0 +1,162 @@
+"""``python -m lit_mmdet.doctor``: one screen to paste into an issue.
+
+mmdet's ``collect_env()`` fields first, then each piece lit_mmdet needs with ``OK`` or the fix, and a
+self-test of a few seconds: the demo model built and run forward once, ``mmcv.ops.nms`` on a few boxes.
+"""
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+import os.path as osp
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+__all__ = ['Check', 'checks', 'main']
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'solo_timm_shapes.py')
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: what was looked at, what was found, OK or the fix."""
+
+    name: str
+    found: str
+    ok: bool
+    fix: str = ''
+
+    def line(self) -> str:
+        status = 'OK' if self.ok else f'FIX: {self.fix}'
+        return f'{self.name:<13} {self.found:<50} {status}'
+
+
+def _version(module: str, fix: str, name: Optional[str] = None) -> Check:
+    try:
+        mod = importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the finding
+        return Check(name or module, f'not importable ({type(exc).__name__}: {exc})'[:50], False, fix)
+    return Check(name or module, str(getattr(mod, '__version__', '?')), True)
+
+
+def _mmcv() -> Check:
+    try:
+        import mmcv
+        from mmcv.ops import get_compiler_version, get_compiling_cuda_version
+        ext = glob.glob(osp.join(osp.dirname(mmcv.__file__), '_ext*.so'))
+        cuda = get_compiling_cuda_version()
+        flavour = 'CPU only' if cuda in ('not available', '') else f'CUDA {cuda}'
+        found = f'{mmcv.__version__}, ops compiled ({flavour}, {get_compiler_version()})'
+        return Check('mmcv-full', found[:50], bool(ext))
+    except Exception as exc:  # noqa: BLE001
+        return Check('mmcv-full', f'ops missing ({type(exc).__name__})', False,
+                     'bash tools/build_mmcv.sh .venv/bin/python (builds mmcv-full 1.7.2 with its ops; cached)')
+
+
+def _wheel_cache() -> Check:
+    cache = os.environ.get('LIT_MMDET_WHEEL_CACHE', osp.expanduser('~/.cache/lit_mmdet/wheels'))
+    wheels = sorted(glob.glob(osp.join(cache, '*', 'mmcv_full-*.whl')))
+    found = osp.basename(osp.dirname(wheels[-1])) if wheels else f'none in {cache}'
+    return Check('wheel cache', found[:50], True)
+
+
+def _torch() -> list[Check]:
+    import torch
+    out = [Check('torch', torch.__version__, True)]
+    if torch.cuda.is_available():
+        names = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        out.append(Check('GPUs', f'{torch.cuda.device_count()}: {names}'[:50], True))
+        out.append(Check('CUDA / cuDNN', f'{torch.version.cuda} / {torch.backends.cudnn.version()}', True))
+    else:
+        out.append(Check('GPUs', 'none (CPU training only)', True))
+    return out
+
+
+def _wandb() -> Check:
+    try:
+        import wandb
+    except ImportError:
+        return Check('wandb', 'not installed', True)
+    from .runtime.loggers import _wandb_unavailable
+    why = _wandb_unavailable()
+    if why:
+        return Check('wandb', f'{wandb.__version__}, not logged in (offline runs only)', True)
+    return Check('wandb', f'{wandb.__version__}, logged in', True)
+
+
+def _self_test() -> list[Check]:
+    """The demo model built and run forward once on CPU (or GPU), and ``mmcv.ops.nms``."""
+    import torch
+    out = []
+    start = time.perf_counter()
+    try:
+        from mmcv.ops import nms
+        boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.], [20., 20., 30., 30.]])
+        _, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
+        assert keep.tolist() == [0, 2], keep.tolist()
+        out.append(Check('mmcv.ops.nms', 'kept 2 of 3 boxes', True))
+    except Exception as exc:  # noqa: BLE001
+        out.append(Check('mmcv.ops.nms', f'{type(exc).__name__}: {exc}'[:50], False,
+                         'rebuild mmcv-full: bash tools/build_mmcv.sh .venv/bin/python'))
+    try:
+        from mmdet.models import build_detector
+
+        from .plan import resolve_run
+        cfg = resolve_run(DEMO_CONFIG).cfg
+        model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+        model = model.to(device).eval()
+        img = torch.rand(1, 3, 64, 64, device=device)
+        meta = dict(img_shape=(64, 64, 3), ori_shape=(64, 64, 3), pad_shape=(64, 64, 3), scale_factor=1.0,
+                    flip=False, batch_input_shape=(64, 64))
+        with torch.no_grad():
+            model.simple_test(img, [meta])
+        out.append(Check('demo model', f'SOLO forward on {device} in {time.perf_counter() - start:.1f} s', True))
+    except Exception as exc:  # noqa: BLE001
+        out.append(Check('demo model', f'{type(exc).__name__}: {exc}'[:50], False,
+                         'reinstall: make env (see README Set-up)'))
+    return out
+
+
+def checks() -> list[Check]:
+    """Every check of the report, in its order."""
+    found: list[Check] = [Check('Python', sys.version.split()[0], sys.version_info[:2] == (3, 11),
+                                'use Python 3.11 (the tested version)')]
+    found += _torch()
+    found.append(_version('torchvision', 'pip install torchvision==0.29.1 (matching torch 2.14.1)'))
+    found.append(_mmcv())
+    found.append(_wheel_cache())
+    for module, fix, name in (('mmdet', 'pip install mmdet==2.28.2', None), ('timm', 'pip install "timm>=1,<2"', None),
+                              ('pytorch_lightning', 'pip install "pytorch-lightning>=2.6,<2.7"', 'lightning')):
+        found.append(_version(module, fix, name))
+    found.append(_wandb())
+    found += _self_test()
+    return found
+
+
+def main(argv: Optional[list[str]] = None, out: Callable[[str], None] = print) -> int:
+    """Print the report; exit code 1 when a check needs a fix."""
+    import warnings
+
+    from . import _compat  # noqa: F401  (numpy aliases before mmcv/mmdet)
+    from mmdet.utils import collect_env
+    warnings.filterwarnings('ignore', message='torch.meshgrid')  # torch's, inside mmdet's heads: says nothing here
+
+    out('== mmdet collect_env ==')
+    for key, value in collect_env().items():
+        if key != 'PyTorch compiling details':  # pages of build flags
+            out(f'{key}: {value}')
+    out('== lit_mmdet doctor ==')
+    found = checks()
+    for check in found:
+        out(check.line())
+    bad = [c for c in found if not c.ok]
+    out(f'{len(found) - len(bad)} OK, {len(bad)} to fix' if bad else f'all {len(found)} OK')
+    return 1 if bad else 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
