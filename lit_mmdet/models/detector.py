@@ -45,6 +45,7 @@ from ..runtime.callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, Re
 from ..runtime.checkpoints import checkpoint_callbacks, last_checkpoint_note
 from ..runtime.hook_driver import HookDriver, build_hooks
 from ..runtime.rank_failure import RankFailures
+from ..runtime.text_log import MmcvTextLog, text_logger_hook
 from .builder import build_model, check_num_classes
 
 __all__ = ['LitDetector', 'scaled_lr']
@@ -101,6 +102,7 @@ class LitDetector(pl.LightningModule):
         self._grad_norm: Optional[torch.Tensor] = None
         self._accumulation: Optional[GradientAccumulation] = None
         self._pending_state: dict[str, torch.Tensor] = {}
+        self._meta: Optional[dict] = None
         self._iter_start = self._iter_end = time.perf_counter()
 
     @override
@@ -228,7 +230,9 @@ class LitDetector(pl.LightningModule):
         hooks = build_hooks(cfg.get('lr_config'), cfg.get('momentum_config'), custom_hooks)
         self.hook_driver = HookDriver(hooks, by_epoch=plan.by_epoch, work_dir=plan.work_dir,
                                       log_interval=plan.log_interval, workflow=plan.workflow, meta=self._runner_meta)
-        callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir, plan.last_checkpoint)]
+        callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir, plan.last_checkpoint),
+                      MmcvTextLog(text_logger_hook(cfg.get('log_config'), plan.by_epoch), plan.work_dir,
+                                  self._runner_meta)]
         if not plan.evaluation.plain:
             callbacks.append(EvalSchedule(plan.evaluation, plan.by_epoch))
         if plan.evaluation.enabled and plan.evaluation.broadcast_bn_buffer:
@@ -245,8 +249,14 @@ class LitDetector(pl.LightningModule):
         return callbacks + [ResumeState(plan.last_checkpoint)]
 
     def _runner_meta(self) -> dict:
-        """mmcv's ``runner.meta`` as mmdet's ``tools/train.py`` fills it."""
-        return dict(seed=self.plan.seed, exp_name=self.plan.name, config=self.plan.config_text)
+        """mmcv's ``runner.meta`` as mmdet's ``tools/train.py`` fills it (made once: ``collect_env`` and
+        the config's formatting take a second)."""
+        if self._meta is None:
+            from mmdet.utils import collect_env
+            env_info = '\n'.join(f'{k}: {v}' for k, v in collect_env().items())
+            self._meta = dict(env_info=env_info, config=self.plan.config_text, seed=self.plan.seed,
+                              exp_name=self.plan.name)
+        return self._meta
 
     @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -9,6 +9,7 @@ arguments), precision (``fp16`` with mmcv's loss scaler on CUDA), loggers (``log
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Optional
 
 import pytorch_lightning as pl
@@ -111,6 +112,7 @@ def trainer_kwargs(plan: RunPlan) -> dict:
         deterministic='warn' if plan.settings.deterministic else None,
         benchmark=True if plan.cfg.get('cudnn_benchmark', False) else None,  # as mmdet's tools/train.py
         fast_dev_run=plan.settings.fast_dev_run,
+        enable_progress_bar=sys.stdout.isatty(),  # a batch job's log gets mmcv's text lines instead
         **precision, **devices, **length, **cadence)
 
 
