@@ -41,5 +41,7 @@ def restore_numpy_aliases() -> list[str]:
 restore_numpy_aliases()
 
 
+# third-party warnings that say nothing to a user of an mmdet 2.x codebase, filtered here only
 warnings.filterwarnings('ignore', message=r'On January 1, 2023, MMCV will release v2\.0\.0')
+warnings.filterwarnings('ignore', message=r'torch\.meshgrid: in an upcoming release')  # inside mmdet's heads
 logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)

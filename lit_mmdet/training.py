@@ -162,6 +162,7 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     from .models.checkpoint import check_fits, load_mmdet_weights, read_checkpoint
     from .runtime.callbacks import ResumeState
     from .runtime.checkpoints import remove_stale_temporaries, resolve_resume
+    from .data.datamodule import check_data_paths
     from .runtime.launch import share_seed
     from .runtime.loggers import console_logging, finish_wandb, log_run_files
     from .runtime.trainer import build_trainer
@@ -176,6 +177,7 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
                  plan.settings.deterministic)
     pl.seed_everything(plan.seed, workers=False, verbose=False)
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
+    check_data_paths(plan.cfg, ('train', 'val') if plan.evaluation.enabled else ('train',))  # before the model
     module = LitDetector(plan)
     source = '--resume'
     if resume is None and plan.cfg.get('resume_from'):  # mmdet's tools/train.py: --resume-from or cfg.resume_from

@@ -59,8 +59,8 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
 
     A run that cannot go on (``TrainingError``: a non-finite loss) is one line and exit code 1.
 
-    mmcv's per-parameter ``init_weights`` report (hundreds of INFO lines) is kept off the
-    console unless ``--debug``; mmcv warnings still show.
+    mmcv's per-parameter ``init_weights`` report (hundreds of INFO lines) and Lightning's start-up
+    information are kept off the console unless ``--debug``; warnings still show.
     """
     if config_keys:  # train.py: sweeps pass config keys as arguments
         args, extra = parser.parse_known_args(argv)
@@ -70,6 +70,8 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
     if not getattr(args, 'debug', False):
         from mmcv.utils import get_logger
         get_logger('mmcv', log_level=logging.WARNING)
+        for name in ('pytorch_lightning', 'lightning_fabric', 'lightning'):  # "GPU available: ...", tips
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return run(args)
     except (ConfigError, FileNotFoundError, TrainingError) as exc:

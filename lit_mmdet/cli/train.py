@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     result = train(args.config, args.cfg_options, settings_from_args(args), resume=args.resume,
-                   trust_checkpoint=args.trust_checkpoint)
+                   trust_checkpoint=args.trust_checkpoint, enable_model_summary=args.debug)
     plan, trainer = result.plan, result.trainer
     if not trainer.is_global_zero:
         return 0

@@ -30,7 +30,7 @@ from .samplers import WorkerInit, resumable_loader
 if TYPE_CHECKING:
     from ..plan import RunPlan
 
-__all__ = ['MMDetDataModule']
+__all__ = ['MMDetDataModule', 'check_data_paths']
 
 
 def _sync_seed_on_process_device() -> None:
@@ -65,6 +65,17 @@ def _check_paths(split_cfg: Any, where: str) -> None:
     prefix = split_cfg.get('img_prefix')
     if prefix and not osp.isdir(prefix):
         raise ConfigError(f"{where}.img_prefix '{prefix}' is not a folder; fix the path (or data_root)")
+
+
+def check_data_paths(cfg: Any, splits: tuple[str, ...] = ('train', 'val')) -> None:
+    """Every ``ann_file`` / ``img_prefix`` of ``data.<split>`` exists: a wrong path fails in seconds,
+    before any model is built (one-line ``ConfigError``)."""
+    data = cfg.get('data') or {}
+    for split in splits:
+        split_cfg = data.get(split)
+        for i, part in enumerate(split_cfg if isinstance(split_cfg, (list, tuple)) else [split_cfg]):
+            if part is not None:
+                _check_paths(part, f'data.{split}' if not isinstance(split_cfg, (list, tuple)) else f'data.{split}.{i}')
 
 
 def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = None) -> Any:

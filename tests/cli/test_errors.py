@@ -103,3 +103,15 @@ def test_custom_import_failing_for_any_reason_is_one_line(capsys, tmp_path, monk
     assert code == 2 and "importing 'plugin_mod' failed" in line and 'imports.py' in line, line
     for part in expected:
         assert part in line, line
+
+
+@pytest.mark.slow
+def test_a_wrong_ann_file_fails_before_the_model_in_at_most_three_lines(tmp_path):
+    """log_level='INFO' (every mmdet base config): a wrong data path is found before the model is
+    built (no mmcv init report, no Lightning start-up lines): at most 3 lines in all, exit code 2."""
+    from tests.helpers import run_script
+    out = run_script('train.py', '--config', SHAPES_CONFIG, '--work-dir', str(tmp_path / 'w'),
+                     '--cfg-options', 'data.train.ann_file=/no/such/ann.json', 'log_level=INFO')
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert out.returncode == 2 and len(lines) <= 3, lines
+    assert lines[-1].startswith("error: data.train.ann_file '/no/such/ann.json' not found")
