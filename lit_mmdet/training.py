@@ -169,7 +169,13 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
 
     plan = resolve_run(config, cfg_options, settings)
     os.makedirs(plan.work_dir, exist_ok=True)
-    trainer = build_trainer(plan, callbacks, **trainer_overrides)
+    source = '--resume'
+    if resume is None and plan.cfg.get('resume_from'):  # mmdet's tools/train.py: --resume-from or cfg.resume_from
+        resume, source = plan.cfg.resume_from, 'resume_from'
+    elif resume is None and plan.cfg.get('auto_resume'):  # --auto-resume / cfg.auto_resume
+        resume, source = 'auto', 'auto_resume'
+    ckpt_path = resolve_resume(resume, plan.checkpoint_dir, trust=trust_checkpoint, source=source)
+    trainer = build_trainer(plan, callbacks, resuming=ckpt_path is not None, **trainer_overrides)
     plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed)
     console_logging(plan.log_level, trainer.global_rank)
     if trainer.is_global_zero:
@@ -179,12 +185,6 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
     check_data_paths(plan.cfg, ('train', 'val') if plan.evaluation.enabled else ('train',))  # before the model
     module = LitDetector(plan)
-    source = '--resume'
-    if resume is None and plan.cfg.get('resume_from'):  # mmdet's tools/train.py: --resume-from or cfg.resume_from
-        resume, source = plan.cfg.resume_from, 'resume_from'
-    elif resume is None and plan.cfg.get('auto_resume'):  # --auto-resume / cfg.auto_resume
-        resume, source = 'auto', 'auto_resume'
-    ckpt_path = resolve_resume(resume, plan.checkpoint_dir, trust=trust_checkpoint, source=source)
     if ckpt_path is not None:  # clear errors for a corrupt, untrusted or other model's file before Lightning
         check_fits(module, read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True), ckpt_path)
     elif plan.cfg.get('load_from'):

@@ -9,6 +9,7 @@ run goes on with CSV (and TensorBoard).
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import os.path as osp
@@ -151,10 +152,27 @@ class DetWandbLogger(WandbLogger):
     ``log_checkpoint_metadata``, carry the latest validation metrics as artifact metadata.
     """
 
-    def __init__(self, *args: Any, log_checkpoint_metadata: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, log_checkpoint_metadata: bool = False, run_file: Optional[str] = None,
+                 logged_until: int = -1, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._log_checkpoint_metadata = log_checkpoint_metadata
         self._eval_metrics: dict[str, float] = {}
+        #: ``<work_dir>/wandb_run.json``: this run's id and last logged step, for ``--resume`` to continue it.
+        self.run_file = run_file
+        #: Steps up to this one were logged by an earlier process of the run (killed after its last
+        #: checkpoint): a resumed run does not log them again.
+        self.logged_until = logged_until
+        self._last_step = logged_until
+
+    @rank_zero_only
+    def record_run(self) -> None:
+        """Write the run's id and last logged step to ``run_file``."""
+        if self.run_file is None:
+            return
+        tmp = f'{self.run_file}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(dict(id=self.experiment.id, last_step=self._last_step), f)
+        os.replace(tmp, self.run_file)
 
     @override
     @rank_zero_only
@@ -173,7 +191,12 @@ class DetWandbLogger(WandbLogger):
     def log_metrics(self, metrics: dict[str, Any], step: Optional[int] = None) -> None:
         self._eval_metrics.update({k: float(v) for k, v in metrics.items()
                                    if k.startswith('val/') and isinstance(v, (int, float, torch.Tensor))})
+        if step is not None and step <= self.logged_until:
+            return  # already in the run, from the process that got further than its last checkpoint
         super().log_metrics(metrics, step)
+        if step is not None and step > self._last_step:
+            self._last_step = step
+            self.record_run()
 
     @override
     def _scan_and_log_checkpoints(self, checkpoint_callback: ModelCheckpoint) -> None:
@@ -222,8 +245,27 @@ def finish_wandb(loggers: list[Logger], plots: Optional[list[str]] = None) -> No
             logger.experiment.finish()
 
 
-def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = None) -> list[Logger]:
-    """CSV always; TensorBoard and W&B when ``log_config.hooks`` (or ``--wandb``) ask for them."""
+WANDB_RUN_FILE = 'wandb_run.json'
+
+
+def _previous_wandb_run(work_dir: str) -> dict:
+    """The W&B run of this work dir's earlier process (``{'id', 'last_step'}``), or {}."""
+    path = osp.join(work_dir, WANDB_RUN_FILE)
+    try:
+        with open(path) as f:
+            found = json.load(f)
+        return found if isinstance(found, dict) and isinstance(found.get('id'), str) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = None,
+                  resume: bool = False) -> list[Logger]:
+    """CSV always; TensorBoard and W&B when ``log_config.hooks`` (or ``--wandb``) ask for them.
+
+    ``resume``: the run continues from a checkpoint; the W&B run of the work dir's earlier process
+    goes on (its id, ``resume='allow'``), without the steps that process already logged.
+    """
     loggers: list[Logger] = [CSVLogger(work_dir, name='csv')]
     for hook in _log_hooks(cfg):
         kind = hook.get('type')
@@ -247,8 +289,13 @@ def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = No
         raise ConfigError(f'log_config W&B init_kwargs: {sorted(unknown)} are set by lit_mmdet; remove them '
                           f'(use log_checkpoint=True for checkpoint artifacts)')
     save_dir = init.pop('dir', None) or work_dir
+    previous = _previous_wandb_run(work_dir) if resume else {}
+    if previous and 'id' not in init:
+        init.update(id=previous['id'], resume='allow')
     logger = DetWandbLogger(save_dir=save_dir, log_model='all' if settings.log_checkpoint else False,
-                            log_checkpoint_metadata=settings.log_checkpoint_metadata, **init)
+                            log_checkpoint_metadata=settings.log_checkpoint_metadata,
+                            run_file=osp.join(work_dir, WANDB_RUN_FILE),
+                            logged_until=int(previous.get('last_step', -1)) if previous else -1, **init)
     try:
         logger.experiment  # start the run now (rank 0): a failing wandb.init must not end the training
     except Exception as exc:  # noqa: BLE001 - network, auth and server errors all mean "no W&B"
@@ -256,5 +303,6 @@ def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = No
         log.warning('W&B is off for this run: wandb.init failed (%s); CSV logging goes on (set '
                     'WANDB_MODE=offline to log locally and `wandb sync` later)', reason)
         return loggers
+    logger.record_run()
     loggers.append(logger)
     return loggers

@@ -3,11 +3,14 @@ import csv
 import glob
 import json
 import logging
+import os
+import signal
 import os.path as osp
 
 import cv2
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 
 from lit_mmdet.plots import write_plots
 from lit_mmdet.runtime.loggers import DetWandbLogger, WandbOptions, build_loggers, wandb_settings
@@ -273,3 +276,42 @@ def test_config_key_arguments_are_cfg_options():
     for bad in (['stray'], ['--no-such-flag-!'], ['--optimizer.lr']):
         with pytest.raises(SystemExit):
             config_key_arguments(parser, bad)
+
+
+class _StopAt(pl.Callback):
+    """SIGTERM to this process during step ``step - 1`` (the handler only sets a flag)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_wandb_run_each_step_once(offline_wandb, shapes_dir):
+    """A run that got to step 6 but whose newest checkpoint is from step 4 (killed after it, as by
+    SIGKILL) resumes into the same W&B run (its id kept in <work_dir>/wandb_run.json, resume='allow')
+    and does not log steps 4 and 5 again: read back, one run id and each step once."""
+    from lit_mmdet import RunSettings, train
+    from lit_mmdet.runtime.loggers import WandbOptions
+
+    work = offline_wandb / 'work'
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1})
+    settings = RunSettings(str(work), max_epochs=2, seed=0, accelerator='cpu', wandb=WandbOptions(enabled=True))
+    first = train(SHAPES_CONFIG, options, settings, callbacks=[_StopAt(6)], enable_progress_bar=False)
+    assert first.preempted_at == 6
+    run_id = json.load(open(work / 'wandb_run.json'))['id']
+    second = train(SHAPES_CONFIG, options, settings, resume=str(work / 'checkpoints' / 'epoch_1.ckpt'),
+                   enable_progress_bar=False)
+    assert second.preempted_at is None and json.load(open(work / 'wandb_run.json')) == dict(id=run_id, last_step=7)
+    runs = sorted(glob.glob(str(work / 'wandb' / 'offline-run-*')))
+    assert len(runs) == 2
+    ids, steps = set(), []
+    for run_dir in runs:
+        records = list(wandb_records(run_dir))
+        ids |= {r.run.run_id for r in records if r.WhichOneof('record_type') == 'run'}
+        steps += [h['trainer/global_step'] for h in _history(records) if 'train/loss' in h]
+    assert ids == {run_id}
+    assert sorted(steps) == list(range(8)), steps  # each step once: 0-5 from the first process, 6-7 resumed
