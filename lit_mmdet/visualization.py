@@ -11,7 +11,14 @@ import numpy as np
 
 from .results import format_result
 
-__all__ = ['EvalSample', 'eval_samples', 'ground_truth', 'save_png', 'wandb_images']
+#: Pictures are drawn at least this large on their long side (small inputs upscaled), so labels,
+#: scores and outlines can be read.
+MIN_SIDE = 512
+#: Height of the title strip above each panel (what it shows, the score threshold).
+HEADER = 28
+
+__all__ = ['EvalSample', 'eval_samples', 'ground_truth', 'readable_scale', 'draw_panel', 'save_png',
+           'save_prediction_png', 'wandb_images', 'HEADER', 'MIN_SIDE']
 
 
 @dataclass
@@ -75,26 +82,78 @@ def eval_samples(dataset: Any, results: Sequence[Any], indices: Sequence[int],
     return samples
 
 
-def _draw(image: np.ndarray, detections: dict, classes: Sequence[str], scores: bool) -> np.ndarray:
+def readable_scale(shape: Sequence[int], min_side: int = MIN_SIDE) -> float:
+    """The factor that brings an image's long side to ``min_side`` (1 for larger images)."""
+    return max(1.0, min_side / max(shape[:2]))
+
+
+def _scaled(image: np.ndarray, detections: dict, scale: float) -> tuple[np.ndarray, dict]:
+    """The image and its detections at ``scale`` (nearest-neighbour, so pixels stay crisp)."""
+    if scale == 1.0:
+        return image, detections
+    import cv2
+    height, width = image.shape[:2]
+    size = (int(round(width * scale)), int(round(height * scale)))
+    masks = detections.get('masks')
+    if masks is not None and len(masks):
+        masks = np.stack([cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+                          for m in masks])
+    elif masks is not None:
+        masks = np.zeros((0, size[1], size[0]), bool)
+    return (cv2.resize(image, size, interpolation=cv2.INTER_NEAREST),
+            dict(detections, boxes=np.asarray(detections['boxes'], np.float32) * scale, masks=masks))
+
+
+def _outline(picture: np.ndarray, masks: Optional[np.ndarray]) -> np.ndarray:
+    """A 1-pixel white outline around every mask (filled overlays stay readable where they touch)."""
+    if masks is None or not len(masks):
+        return picture
+    import cv2
+    picture = np.ascontiguousarray(picture)
+    for mask in masks:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(picture, contours, -1, (255, 255, 255), 1)
+    return picture
+
+
+def draw_panel(image: np.ndarray, detections: dict, classes: Sequence[str], title: str,
+               scores: bool = True) -> np.ndarray:
+    """One readable panel: a title strip, then the image (long side >= ``MIN_SIDE``) with boxes,
+    labels (and scores), masks as filled overlays with outlines, drawn by mmdet's ``imshow_det_bboxes``."""
+    import cv2
     from mmdet.core.visualization import imshow_det_bboxes
-    boxes = detections['boxes']
+    image, detections = _scaled(image, detections, readable_scale(image.shape))
+    boxes = np.asarray(detections['boxes'], np.float32).reshape(-1, 4)
     if scores:
-        boxes = np.concatenate([boxes, detections['scores'][:, None]], axis=1)
+        boxes = np.concatenate([boxes, np.asarray(detections['scores'], np.float32).reshape(-1, 1)], axis=1)
     masks = detections['masks']
-    return imshow_det_bboxes(image.copy(), boxes, detections['labels'],
-                             masks if masks is not None and len(masks) else None,
-                             class_names=list(classes), show=False)
+    drawn = imshow_det_bboxes(image.copy(), boxes, np.asarray(detections['labels']),
+                              masks if masks is not None and len(masks) else None,
+                              class_names=list(classes), show=False, thickness=2, font_size=13)
+    drawn = _outline(drawn, masks)
+    header = np.full((HEADER, drawn.shape[1], 3), 255, np.uint8)
+    cv2.putText(header, title, (6, HEADER - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([header, drawn], axis=0)
 
 
-def save_png(sample: EvalSample, classes: Sequence[str], out_dir: str) -> str:
-    """Prediction (left) next to ground truth (right), drawn by mmdet's ``imshow_det_bboxes``."""
+def save_png(sample: EvalSample, classes: Sequence[str], out_dir: str, score_thr: float = 0.3) -> str:
+    """Prediction (left, the score threshold in its title) next to ground truth (right)."""
     os.makedirs(out_dir, exist_ok=True)
-    panel = np.concatenate([_draw(sample.image, sample.prediction, classes, scores=True),
-                            np.full((sample.image.shape[0], 4, 3), 255, np.uint8),
-                            _draw(sample.image, sample.truth, classes, scores=False)], axis=1)
+    left = draw_panel(sample.image, sample.prediction, classes, f'prediction (score > {score_thr:.2f})')
+    right = draw_panel(sample.image, sample.truth, classes, 'ground truth', scores=False)
+    panel = np.concatenate([left, np.full((left.shape[0], 4, 3), 255, np.uint8), right], axis=1)
     out = osp.join(out_dir, osp.splitext(osp.basename(sample.file_name))[0] + '.png')
     mmcv.imwrite(panel, out)
     return out
+
+
+def save_prediction_png(image: np.ndarray, detections: dict, classes: Sequence[str], score_thr: float,
+                        out_file: str) -> str:
+    """``predict.py``'s picture: one readable panel of the detections above ``score_thr``."""
+    panel = draw_panel(image, _with_mask_boxes(detections), classes,
+                       f'{len(detections["labels"])} detections (score > {score_thr:.2f})')
+    mmcv.imwrite(panel, out_file)
+    return out_file
 
 
 def _wandb_overlays(detections: dict, classes: Sequence[str], shape: tuple[int, int],
@@ -123,11 +182,14 @@ def _wandb_overlays(detections: dict, classes: Sequence[str], shape: tuple[int, 
 def wandb_images(sample: EvalSample, classes: Sequence[str]) -> tuple[Any, Any]:
     """(prediction, ground truth) as ``wandb.Image`` with box and mask overlays."""
     import wandb
-    rgb = mmcv.bgr2rgb(sample.image)
-    shape = sample.image.shape[:2]
+    scale = readable_scale(sample.image.shape)
+    image, _ = _scaled(sample.image, dict(boxes=np.zeros((0, 4)), masks=None), scale)
+    rgb = mmcv.bgr2rgb(image)
+    shape = image.shape[:2]
     images = []
     for key, detections, scores in (('predictions', sample.prediction, sample.prediction['scores']),
                                     ('ground_truth', sample.truth, None)):
+        _, detections = _scaled(sample.image, detections, scale)
         overlays = _wandb_overlays(detections, classes, shape, scores)
         images.append(wandb.Image(rgb, boxes={key: overlays['boxes']},
                                   masks={key: overlays['masks']} if 'masks' in overlays else None))

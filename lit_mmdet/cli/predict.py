@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models.checkpoint import load_detector
     from ..results import coco_records, collect_images, format_result
+    from ..visualization import save_prediction_png
 
     model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint).to(args.device)
     images = collect_images(args.inputs)
@@ -37,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
     classes = model.model.CLASSES
     for path, result in zip(images, model.infer(images)):
         stem = osp.splitext(osp.basename(path))[0]
-        model.model.show_result(mmcv.imread(path), result, score_thr=args.score_thr,
-                                out_file=osp.join(args.out_dir, f'{stem}.png'))
-        records = coco_records(format_result(result, args.score_thr), classes)
+        detections = format_result(result, args.score_thr)
+        save_prediction_png(mmcv.imread(path), detections, classes, args.score_thr,
+                            osp.join(args.out_dir, f'{stem}.png'))
+        records = coco_records(detections, classes)
         with open(osp.join(args.out_dir, f'{stem}.json'), 'w') as f:
             json.dump(dict(image=path, detections=records), f)
         print(f'{path}: {len(records)} detections above {args.score_thr}')

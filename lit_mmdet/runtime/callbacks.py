@@ -90,7 +90,7 @@ class EvalImages(pl.Callback):
         samples, classes = found
         for sample in samples:
             try:  # a picture must never end a training run
-                save_png(sample, classes, self.out_dir)
+                save_png(sample, classes, self.out_dir, self.score_thr)
             except Exception as exc:  # noqa: BLE001 - matplotlib/freetype drawing errors
                 log.warning('could not draw %s: %s: %s', sample.file_name, type(exc).__name__, exc)
 

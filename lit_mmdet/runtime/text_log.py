@@ -11,6 +11,7 @@ would be a wall of carriage returns). After an evaluation, its metrics go to the
 from __future__ import annotations
 
 import logging
+import os
 import os.path as osp
 import sys
 import time
@@ -115,12 +116,17 @@ class MmcvTextLog(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        rank0 = trainer.is_global_zero
+        rank0 = trainer.is_global_zero and bool(trainer.loggers)  # a Trainer with logger=False: no log files
+        if rank0:
+            os.makedirs(self.work_dir, exist_ok=True)
         self._logger = _file_logger(self.log_path if rank0 else None, self.console and rank0)
         runner = self.runner = _LogRunner(trainer, self.hook, self.work_dir, self.timestamp,
                                           self.meta() if rank0 else {}, self._logger)
         runner.epoch, runner.iter = trainer.current_epoch, trainer.global_step
-        self.hook.before_run(runner)
+        if rank0:
+            self.hook.before_run(runner)
+        else:  # TextLoggerHook writes its JSON on rank 0 only; with no log files, nowhere
+            self.hook.json_log_path, self.hook.start_iter, self.hook.reset_flag = os.devnull, runner.iter, True
         self.hook.before_epoch(runner)
 
     @override

@@ -29,6 +29,9 @@ def trained(tmp_path_factory, shapes_dir):
     return root, ckpt, cfg
 
 
+from lit_mmdet.visualization import HEADER, readable_scale  # noqa: E402
+
+
 def _drawn_pixels(picture, source):
     """Pixels where ``picture`` clearly differs from the ``source`` image it was drawn on (box edges,
     mask fills, labels): 0 for the undrawn source itself."""
@@ -86,7 +89,12 @@ def test_predict_py_writes_images_and_json(trained, shapes_dir, tmp_path):
     for i in range(4):
         drawn = cv2.imread(str(tmp_path / f'{i:06d}.png'))
         original = cv2.imread(osp.join(folder, f'{i:06d}.png'))
-        assert drawn is not None and drawn.shape == original.shape
+        # readable: a title strip, then the image upscaled to >= 512 px on its long side
+        scale = readable_scale(original.shape)
+        original = cv2.resize(original, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        assert drawn is not None and drawn.shape == (HEADER + original.shape[0], original.shape[1], 3)
+        assert max(original.shape[:2]) >= 512
+        drawn = drawn[HEADER:]
         with open(tmp_path / f'{i:06d}.json') as f:
             record = json.load(f)
         assert record['image'].endswith(f'{i:06d}.png')

@@ -13,6 +13,7 @@ import pytest
 import pytorch_lightning as pl
 
 from lit_mmdet.plots import write_plots
+from lit_mmdet.visualization import HEADER, readable_scale
 from lit_mmdet.runtime.loggers import DetWandbLogger, WandbOptions, build_loggers, wandb_settings
 from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, run_script, tiny_options, wandb_records
 
@@ -142,9 +143,12 @@ def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wan
     assert [osp.basename(p) for p in predictions] == ['000000.png', '000001.png', '000002.png']
     for path in predictions:  # prediction | 4 white columns | ground truth, both drawn on the validation image
         picture, source = cv2.imread(path), cv2.imread(osp.join(shapes_dir, 'val', osp.basename(path)))
+        scale = readable_scale(source.shape)  # readable: upscaled to >= 512 px, under a title strip
+        source = cv2.resize(source, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
         height, width = source.shape[:2]
-        assert picture is not None and picture.shape == (height, 2 * width + 4, 3), path
-        for side in (picture[:, :width], picture[:, width + 4:]):
+        assert max(height, width) >= 512
+        assert picture is not None and picture.shape == (HEADER + height, 2 * width + 4, 3), path
+        for side in (picture[HEADER:, :width], picture[HEADER:, width + 4:]):
             assert _drawn_pixels(side, source) >= 20, path  # not the undrawn image written back
     assert glob.glob(str(work / 'tensorboard' / '*' / 'events.out.tfevents.*'))
 
