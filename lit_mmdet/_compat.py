@@ -44,4 +44,7 @@ restore_numpy_aliases()
 # third-party warnings that say nothing to a user of an mmdet 2.x codebase, filtered here only
 warnings.filterwarnings('ignore', message=r'On January 1, 2023, MMCV will release v2\.0\.0')
 warnings.filterwarnings('ignore', message=r'torch\.meshgrid: in an upcoming release')  # inside mmdet's heads
+warnings.filterwarnings('ignore', message=r'`isinstance\(treespec, LeafSpec\)` is deprecated')  # Lightning's own
+# LitDetector unwraps mmcv's DataContainers for any datamodule (MMDetDataModule included) on purpose
+warnings.filterwarnings('ignore', message=r'You have overridden `transfer_batch_to_device` in `LightningModule` but')
 logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)

@@ -11,6 +11,7 @@ import os
 import signal
 import os.path as osp
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -164,6 +165,7 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     from .runtime.checkpoints import remove_stale_temporaries, resolve_resume
     from .data.datamodule import check_data_paths
     from .runtime.launch import share_seed
+    from .runtime.text_log import init_report_to
     from .runtime.loggers import console_logging, finish_wandb, log_run_files
     from .runtime.trainer import build_trainer
 
@@ -184,7 +186,14 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     pl.seed_everything(plan.seed, workers=False, verbose=False)
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
     check_data_paths(plan.cfg, ('train', 'val') if plan.evaluation.enabled else ('train',))  # before the model
-    module = LitDetector(plan)
+    timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+    undo_report = init_report_to(osp.join(plan.work_dir, f'{timestamp}.log')) if trainer.is_global_zero else None
+    try:
+        module = LitDetector(plan)  # mmcv's init report goes to the .log file, as under mmdet's tools/train.py
+    finally:
+        if undo_report is not None:
+            undo_report()
+    module.log_timestamp = timestamp
     if ckpt_path is not None:  # clear errors for a corrupt, untrusted or other model's file before Lightning
         check_fits(module, read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True), ckpt_path)
     elif plan.cfg.get('load_from'):

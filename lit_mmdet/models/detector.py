@@ -103,6 +103,8 @@ class LitDetector(pl.LightningModule):
         self._accumulation: Optional[GradientAccumulation] = None
         self._pending_state: dict[str, torch.Tensor] = {}
         self._meta: Optional[dict] = None
+        #: The name of mmcv's log files (``<work_dir>/<timestamp>.log``); None: when training starts.
+        self.log_timestamp: Optional[str] = None
         self._iter_start = self._iter_end = time.perf_counter()
 
     @override
@@ -232,7 +234,7 @@ class LitDetector(pl.LightningModule):
                                       log_interval=plan.log_interval, workflow=plan.workflow, meta=self._runner_meta)
         callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir, plan.last_checkpoint),
                       MmcvTextLog(text_logger_hook(cfg.get('log_config'), plan.by_epoch), plan.work_dir,
-                                  self._runner_meta)]
+                                  self._runner_meta, timestamp=self.log_timestamp)]
         if not plan.evaluation.plain:
             callbacks.append(EvalSchedule(plan.evaluation, plan.by_epoch))
         if plan.evaluation.enabled and plan.evaluation.broadcast_bn_buffer:

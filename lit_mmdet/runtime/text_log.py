@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 from mmcv.runner import LogBuffer, TextLoggerHook
 from typing_extensions import override
 
-__all__ = ['MmcvTextLog', 'text_logger_hook']
+__all__ = ['MmcvTextLog', 'init_report_to', 'text_logger_hook']
 
 
 def text_logger_hook(log_config: Optional[dict], by_epoch: bool) -> TextLoggerHook:
@@ -71,6 +71,30 @@ class _LogRunner:
         return [group['lr'] for group in self._trainer.optimizers[0].param_groups]
 
 
+def init_report_to(log_path: str) -> Callable[[], None]:
+    """mmcv's per-parameter ``init_weights`` report (its ``mmcv`` logger, INFO) into the run's ``.log``
+    file only, as mmdet's tools/train.py has it there (its console handlers stay at WARNING);
+    returns the undo."""
+    from mmcv.utils import get_logger
+    logger = get_logger('mmcv')
+    level = logger.level
+    for handler in logger.handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
+    os.makedirs(osp.dirname(log_path) or '.', exist_ok=True)
+    file_handler = logging.FileHandler(log_path, 'a')
+    file_handler.setFormatter(logging.Formatter('%(asctime)s - mmcv - %(levelname)s - %(message)s'))
+    file_handler.setLevel(logging.INFO)
+    logger.addHandler(file_handler)
+    logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(file_handler)
+        file_handler.close()
+        logger.setLevel(level)
+    return undo
+
+
 def _file_logger(path: Optional[str], console: bool) -> logging.Logger:
     """mmdet's root logger as tools/train.py sets it up: the ``.log`` file (and the console)."""
     logger = logging.getLogger(f'lit_mmdet.mmcv_log.{id(path)}')
@@ -79,7 +103,7 @@ def _file_logger(path: Optional[str], console: bool) -> logging.Logger:
     formatter = logging.Formatter('%(asctime)s - mmdet - %(levelname)s - %(message)s')
     handlers: list[logging.Handler] = []
     if path is not None:
-        handlers.append(logging.FileHandler(path, 'w'))
+        handlers.append(logging.FileHandler(path, 'a'))  # after the init report, when train() put it there
     if console:
         handlers.append(logging.StreamHandler(sys.stdout))
     for handler in handlers:
@@ -96,15 +120,16 @@ class MmcvTextLog(pl.Callback):
         work_dir: Where the files go.
         meta: Makes ``runner.meta`` (env_info, config, seed, exp_name), as mmdet's tools/train.py.
         console: The text lines on stdout too (default: when stdout is not a terminal).
+        timestamp: The files' name (default: now); ``train()`` gives the one its init report went to.
     """
 
     def __init__(self, hook: TextLoggerHook, work_dir: str, meta: Callable[[], dict],
-                 console: Optional[bool] = None) -> None:
+                 console: Optional[bool] = None, timestamp: Optional[str] = None) -> None:
         self.hook = hook
         self.work_dir = work_dir
         self.meta = meta
         self.console = (not sys.stdout.isatty()) if console is None else console
-        self.timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+        self.timestamp = timestamp or time.strftime('%Y%m%d_%H%M%S', time.localtime())
         self.runner: Optional[_LogRunner] = None
         self._last_end = time.perf_counter()
         self._data_time = 0.0
