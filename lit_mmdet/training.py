@@ -177,7 +177,10 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     elif resume is None and plan.cfg.get('auto_resume'):  # --auto-resume / cfg.auto_resume
         resume, source = 'auto', 'auto_resume'
     ckpt_path = resolve_resume(resume, plan.checkpoint_dir, trust=trust_checkpoint, source=source)
-    trainer = build_trainer(plan, callbacks, resuming=ckpt_path is not None, **trainer_overrides)
+    resume_step = None
+    if ckpt_path is not None:  # the loggers continue the run's logs from the checkpoint's step
+        resume_step = int(read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True).get('global_step', 0))
+    trainer = build_trainer(plan, callbacks, resume_step=resume_step, **trainer_overrides)
     plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed)
     console_logging(plan.log_level, trainer.global_rank)
     if trainer.is_global_zero:

@@ -8,6 +8,7 @@ run goes on with CSV (and TensorBoard).
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import logging
@@ -259,21 +260,59 @@ def _previous_wandb_run(work_dir: str) -> dict:
         return {}
 
 
+class ResumedCSVLogger(CSVLogger):
+    """A run's ``metrics.csv`` continued after a resume: the rows logged before the checkpoint's step
+    are kept, the later ones (a process killed after its last checkpoint) are logged anew."""
+
+    def __init__(self, *args: Any, keep_before: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_before = keep_before
+
+    @property
+    @override
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = osp.join(self.log_dir, 'metrics.csv')
+        kept: list[dict] = []
+        if osp.isfile(path):
+            with open(path, newline='') as f:
+                kept = [{k: v for k, v in row.items() if v != ''} for row in csv.DictReader(f)
+                        if row.get('step') and int(row['step']) < self.keep_before]
+        writer = super().experiment  # Lightning's writer removes the old file
+        if hasattr(writer, 'metrics_file_path'):  # rank 0's real writer
+            writer.metrics = kept + writer.metrics
+        return writer
+
+
+def _last_version(root: str) -> Optional[int]:
+    versions = [int(d.split('_')[1]) for d in os.listdir(root) if d.startswith('version_') and
+                d.split('_')[1].isdigit()] if osp.isdir(root) else []
+    return max(versions) if versions else None
+
+
 def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = None,
-                  resume: bool = False) -> list[Logger]:
+                  resume_step: Optional[int] = None) -> list[Logger]:
     """CSV always; TensorBoard and W&B when ``log_config.hooks`` (or ``--wandb``) ask for them.
 
-    ``resume``: the run continues from a checkpoint; the W&B run of the work dir's earlier process
-    goes on (its id, ``resume='allow'``), without the steps that process already logged.
+    ``resume_step``: the run continues from a checkpoint taken after that many steps. The CSV and
+    TensorBoard logs of the run's last version go on (rows and events from that step on are replaced:
+    TensorBoard's ``purge_step``), and so does the W&B run of the work dir's earlier process (its id,
+    ``resume='allow'``), without the steps that process already logged.
     """
-    loggers: list[Logger] = [CSVLogger(work_dir, name='csv')]
+    csv_version = _last_version(osp.join(work_dir, 'csv')) if resume_step is not None else None
+    loggers: list[Logger] = [ResumedCSVLogger(work_dir, name='csv', version=csv_version, keep_before=resume_step)
+                             if csv_version is not None else CSVLogger(work_dir, name='csv')]
     for hook in _log_hooks(cfg):
         kind = hook.get('type')
         if kind not in LOG_HOOKS:
             log.warning("log_config.hooks: '%s' has no Lightning counterpart and is ignored "
                         "(supported: %s)", kind, sorted(LOG_HOOKS))
         elif kind == 'TensorboardLoggerHook':
-            loggers.append(TensorBoardLogger(hook.get('log_dir') or work_dir, name='tensorboard'))
+            root = hook.get('log_dir') or work_dir
+            version = _last_version(osp.join(root, 'tensorboard')) if resume_step is not None else None
+            resumed = dict(version=version, purge_step=resume_step) if version is not None else {}
+            loggers.append(TensorBoardLogger(root, name='tensorboard', **resumed))
     settings = wandb_settings(cfg, wandb)
     if settings is None:
         return loggers
@@ -289,7 +328,7 @@ def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = No
         raise ConfigError(f'log_config W&B init_kwargs: {sorted(unknown)} are set by lit_mmdet; remove them '
                           f'(use log_checkpoint=True for checkpoint artifacts)')
     save_dir = init.pop('dir', None) or work_dir
-    previous = _previous_wandb_run(work_dir) if resume else {}
+    previous = _previous_wandb_run(work_dir) if resume_step is not None else {}
     if previous and 'id' not in init:
         init.update(id=previous['id'], resume='allow')
     logger = DetWandbLogger(save_dir=save_dir, log_model='all' if settings.log_checkpoint else False,

@@ -90,7 +90,7 @@ def _precision(plan: RunPlan, accelerator: Any) -> dict:
     return dict(precision=precision)
 
 
-def trainer_kwargs(plan: RunPlan, resuming: bool = False) -> dict:
+def trainer_kwargs(plan: RunPlan, resume_step: Optional[int] = None) -> dict:
     """The Trainer arguments of a run (see the module docstring). Samplers stay mmdet's
     (``use_distributed_sampler=False``) and no sanity validation runs (mmdet has none)."""
     length: dict[str, Any] = dict(max_epochs=plan.max_epochs) if plan.by_epoch \
@@ -104,7 +104,7 @@ def trainer_kwargs(plan: RunPlan, resuming: bool = False) -> dict:
     precision = _precision(plan, devices['accelerator'])
     return dict(
         default_root_dir=plan.work_dir,
-        logger=build_loggers(plan.cfg, plan.work_dir, plan.settings.wandb, resume=resuming),
+        logger=build_loggers(plan.cfg, plan.work_dir, plan.settings.wandb, resume_step=resume_step),
         plugins=[AtomicCheckpointIO()] + precision.pop('plugins', []),
         log_every_n_steps=plan.log_interval,
         num_sanity_val_steps=0,
@@ -116,7 +116,7 @@ def trainer_kwargs(plan: RunPlan, resuming: bool = False) -> dict:
         **precision, **devices, **length, **cadence)
 
 
-def build_trainer(plan: RunPlan, callbacks: Optional[list[pl.Callback]] = None, resuming: bool = False,
+def build_trainer(plan: RunPlan, callbacks: Optional[list[pl.Callback]] = None, resume_step: Optional[int] = None,
                   **overrides: Any) -> pl.Trainer:
     """A Trainer that runs the plan as mmdet's runner would; ``overrides`` replace Trainer arguments
     (e.g. ``enable_progress_bar=False``). ``mp_start_method`` / ``opencv_num_threads`` go through
@@ -124,6 +124,6 @@ def build_trainer(plan: RunPlan, callbacks: Optional[list[pl.Callback]] = None, 
     from mmdet.utils import setup_multi_processes
 
     setup_multi_processes(plan.cfg)
-    kwargs = dict(trainer_kwargs(plan, resuming), callbacks=list(callbacks or []))
+    kwargs = dict(trainer_kwargs(plan, resume_step), callbacks=list(callbacks or []))
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)

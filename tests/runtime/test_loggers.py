@@ -302,7 +302,9 @@ def test_a_resumed_run_continues_its_wandb_run_each_step_once(offline_wandb, sha
     from lit_mmdet.runtime.loggers import WandbOptions
 
     work = offline_wandb / 'work'
-    options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1})
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1,
+                                          'log_config.hooks': [dict(type='TextLoggerHook'),
+                                                               dict(type='TensorboardLoggerHook')]})
     settings = RunSettings(str(work), max_epochs=2, seed=0, accelerator='cpu', wandb=WandbOptions(enabled=True))
     first = train(SHAPES_CONFIG, options, settings, callbacks=[_StopAt(6)], enable_progress_bar=False)
     assert first.preempted_at == 6
@@ -319,3 +321,12 @@ def test_a_resumed_run_continues_its_wandb_run_each_step_once(offline_wandb, sha
         steps += [h['trainer/global_step'] for h in _history(records) if 'train/loss' in h]
     assert ids == {run_id}
     assert sorted(steps) == list(range(8)), steps  # each step once: 0-5 from the first process, 6-7 resumed
+    # CSV and TensorBoard: the same files go on, rows / events from the checkpoint's step replaced
+    (metrics_csv,) = glob.glob(str(work / 'csv' / '*' / 'metrics.csv'))
+    csv_steps = [int(r['step']) for r in csv.DictReader(open(metrics_csv)) if r.get('train/loss')]
+    assert csv_steps == list(range(8)), csv_steps
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    (tb_dir,) = glob.glob(str(work / 'tensorboard' / 'version_*'))
+    events = EventAccumulator(tb_dir)
+    events.Reload()
+    assert sorted(e.step for e in events.Scalars('train/loss')) == list(range(8))
