@@ -9,7 +9,9 @@ replace these samplers: ``build_trainer`` sets ``use_distributed_sampler=False``
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os.path as osp
 from typing import TYPE_CHECKING, Any, Optional, Union
@@ -82,7 +84,8 @@ def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = No
     """mmdet's ``build_dataset`` with one-line errors for wrong paths, types and JSON."""
     _check_paths(split_cfg, where)
     try:
-        return build_dataset(split_cfg, default_args)
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "loading annotations into memory..."
+            return build_dataset(split_cfg, default_args)
     except KeyError as exc:
         raise unknown_type_error(exc, where) or exc from None
     except (json.JSONDecodeError, TypeError) as exc:

@@ -36,6 +36,10 @@ def test_analyze_logs_reads_a_lit_mmdet_run_and_stdout_is_mmcv_lines(tmp_path, s
     assert len(train_lines) == 8 and len(val_lines) == 2, mmcv_lines
     assert 'Epoch [1][1/4]\tlr: ' in train_lines[0] and 'loss: ' in train_lines[0] and 'eta: ' in train_lines[0]
     assert 'bbox_mAP: ' in val_lines[0]
+    # besides mmcv's lines: the seed line, each evaluation's own COCO printout, the closing lines
+    other = [line for line in out.stdout.splitlines() if line.strip() and line not in mmcv_lines]
+    assert not any('loading annotations' in line or 'Epoch ' in line for line in other), other
+    assert len(other) <= 3 + 2 * 25, other
 
     (json_log,) = glob.glob(str(work / '*.log.json'))
     assert osp.isfile(json_log[:-len('.json')])  # the text log beside it
