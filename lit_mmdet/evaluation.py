@@ -99,6 +99,19 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, numbers.Number) and not isinstance(v, bool)}
 
 
+def _quiet_evaluate(dataset: Any, results: Optional[list], kwargs: Mapping[str, Any]) -> dict:
+    """``dataset.evaluate``, whose warning filters stay inside it: mmdet's ``CocoDataset.evaluate``
+    calls ``warnings.simplefilter('once')`` before its segm notice, which would otherwise show every
+    warning lit_mmdet filters (``_compat``) for the rest of the process."""
+    import warnings
+    with warnings.catch_warnings():
+        simplefilter, warnings.simplefilter = warnings.simplefilter, lambda *args, **kw: None
+        try:
+            return dataset.evaluate(results, **kwargs)
+        finally:
+            warnings.simplefilter = simplefilter
+
+
 def evaluate(dataset: Any, results: Optional[list], eval_cfg: Mapping[str, Any]) -> dict[str, float]:
     """``dataset.evaluate`` on rank 0 with the config's eval kwargs; every rank gets the metrics, in
     ``dataset.evaluate``'s order. Metrics mmdet does not return (its COCO evaluation of no
@@ -107,7 +120,7 @@ def evaluate(dataset: Any, results: Optional[list], eval_cfg: Mapping[str, Any])
     metrics: dict[str, float] = {}
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if rank0:
-        metrics = numeric_metrics(dataset.evaluate(results, **kwargs))
+        metrics = numeric_metrics(_quiet_evaluate(dataset, results, kwargs))
     if _dist_world() > 1:
         box = [metrics]
         dist.broadcast_object_list(box, src=0)

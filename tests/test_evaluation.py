@@ -98,3 +98,17 @@ def test_proposal_recall_with_ragged_images_under_numpy2(tiny_cfg):
     assert 0 < expected < 1  # some boxes found, some not: neither 0.0 == 0.0 nor a trivial 1.0
     assert metrics['AR@100'] == pytest.approx(expected, abs=1e-6)
     assert metrics['AR@1000'] == pytest.approx(expected, abs=1e-6)
+
+
+def test_mmdet_evaluation_leaves_the_process_warning_filters_alone(tiny_cfg):
+    """mmdet's CocoDataset.evaluate calls warnings.simplefilter('once') before its segm notice: it
+    must not undo the filters of the rest of the run (they stay as they were)."""
+    import warnings
+    dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
+    empty = [([np.zeros((0, 5), np.float32)] * 3, [[], [], []]) for _ in range(len(dataset))]
+    before = list(warnings.filters)
+    evaluate(dataset, empty, dict(metric=['segm']))
+    assert warnings.filters == before
+    dataset.evaluate(empty, metric=['segm'])  # mmdet's own call does change them (the test can fail)
+    assert warnings.filters != before
+    warnings.filters[:] = before
