@@ -10,7 +10,7 @@ import sys
 import mmdet
 import pytest
 
-from tests.helpers import ROOT, cli_options, run_script, tiny_options
+from tests.helpers import ROOT, cli_options, lifted_config, run_script, tiny_options
 
 FCOS_GN = osp.join(ROOT, 'tests', 'configs', 'fcos_gn_shapes.py')
 
@@ -52,6 +52,16 @@ def test_analyze_logs_reads_a_lit_mmdet_run_and_stdout_is_mmcv_lines(tmp_path, s
                               env={'MPLBACKEND': 'Agg', 'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)})
         assert done.returncode == 0, done.stderr[-2000:]
     assert osp.getsize(tmp_path / 'loss.png') > 0 and osp.getsize(tmp_path / 'map.png') > 0
+    # an instance-segmentation run's log: analyze_logs plots segm_mAP too
+    segm = tmp_path / 'segm'
+    out = run_script('train.py', '--config', lifted_config(tmp_path), '--work-dir', str(segm), '--max-epochs', '1',
+                     '--seed', '0', '--cfg-options', *cli_options(tiny_options(shapes_dir, **{'evaluation.interval': 1})))
+    assert out.returncode == 0, out.stderr[-3000:]
+    (segm_log,) = glob.glob(str(segm / '*.log.json'))
+    done = subprocess.run([sys.executable, ANALYZE, 'plot_curve', segm_log, '--keys', 'segm_mAP', 'loss_mask',
+                           '--out', str(tmp_path / 'segm.png')], cwd=ROOT, capture_output=True, text=True,
+                          env={'MPLBACKEND': 'Agg', 'PATH': '/usr/bin:/bin', 'HOME': str(tmp_path)})
+    assert done.returncode == 0 and osp.getsize(tmp_path / 'segm.png') > 0, done.stderr[-2000:]
 
     # the values analyze_logs reads (its own loader) are metrics.csv's
     spec = importlib.util.spec_from_file_location('analyze_logs', ANALYZE)
