@@ -127,6 +127,8 @@ class EvalPolicy:
         broadcast_bn_buffer: Rank 0's BatchNorm running statistics to every rank before evaluating.
         gpu_collect: Gather results with GPU collectives (``collect_results_gpu``), else through files.
         tmpdir: Where ranks leave their results for rank 0 (``<work_dir>/.eval_hook`` by default).
+        fast_coco_eval: COCO metrics with ``faster_coco_eval``'s C++ ``COCOeval`` inside mmdet's own
+            ``evaluate`` (pycocotools' numbers, faster); False: pycocotools'.
     """
 
     interval: int = 1
@@ -138,6 +140,7 @@ class EvalPolicy:
     broadcast_bn_buffer: bool = True
     gpu_collect: bool = False
     tmpdir: Optional[str] = None
+    fast_coco_eval: bool = True
 
     @property
     def plain(self) -> bool:
@@ -459,7 +462,8 @@ def _evaluation(cfg: Any, by_epoch: bool) -> EvalPolicy:
                       kwargs={k: v for k, v in evaluation.items() if k not in EVAL_HOOK_KEYS},
                       start=start, dynamic_intervals=dynamic,
                       broadcast_bn_buffer=bool(evaluation.get('broadcast_bn_buffer', True)),
-                      gpu_collect=bool(evaluation.get('gpu_collect', False)), tmpdir=evaluation.get('tmpdir'))
+                      gpu_collect=bool(evaluation.get('gpu_collect', False)), tmpdir=evaluation.get('tmpdir'),
+                      fast_coco_eval=bool(evaluation.get('fast_coco_eval', True)))
 
 
 def _checkpoint(cfg: Any, by_epoch: bool) -> CheckpointPolicy:

@@ -112,3 +112,82 @@ def test_mmdet_evaluation_leaves_the_process_warning_filters_alone(tiny_cfg):
     dataset.evaluate(empty, metric=['segm'])  # mmdet's own call does change them (the test can fail)
     assert warnings.filters != before
     warnings.filters[:] = before
+
+
+def _random_results(dataset, seed, scores, empty_every=0):
+    """Generated bbox + RLE-mask results: up to 6 detections per class and image, boxes around or near
+    the ground truth, scores from ``scores(rng, n)``; every ``empty_every``-th image has none."""
+    from mmdet.core import encode_mask_results
+    rng = np.random.default_rng(seed)
+    results = []
+    for i in range(len(dataset)):
+        info = dataset.data_infos[i]
+        height, width = info['height'], info['width']
+        ann = dataset.get_ann_info(i)
+        boxes, masks = [], []
+        for label in range(len(dataset.CLASSES)):
+            truth = ann['bboxes'][ann['labels'] == label]
+            extra = int(rng.integers(0, 4))
+            n = 0 if empty_every and i % empty_every == 0 else len(truth) + extra
+            b = np.zeros((n, 5), np.float32)
+            ms = []
+            for k in range(n):
+                if k < len(truth):  # near a true object: IoU from high to poor
+                    x0, y0, x1, y1 = truth[k] + rng.normal(0, 3, 4)
+                else:  # a false positive somewhere
+                    x0, y0 = rng.uniform(0, width - 8), rng.uniform(0, height - 8)
+                    x1, y1 = x0 + rng.uniform(4, width / 2), y0 + rng.uniform(4, height / 2)
+                x0, y0 = max(0.0, min(x0, width - 2)), max(0.0, min(y0, height - 2))
+                x1, y1 = min(float(width), max(x1, x0 + 1)), min(float(height), max(y1, y0 + 1))
+                b[k, :4] = [x0, y0, x1, y1]
+                mask = np.zeros((height, width), bool)
+                mask[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = True
+                ms.append(mask)
+            if n:
+                b[:, 4] = scores(rng, n)
+            boxes.append(b)
+            masks.append(ms)
+        results.append((boxes, encode_mask_results(masks)))
+    return results
+
+
+@pytest.mark.parametrize('scores, empty_every', [
+    (lambda rng, n: rng.uniform(0, 1, n), 0),
+    (lambda rng, n: rng.beta(0.3, 3, n), 3),              # mostly low scores, some images without detections
+    (lambda rng, n: np.round(rng.uniform(0, 1, n), 1), 2),  # many equal scores (tie order)
+])
+def test_fast_coco_eval_equals_pycocotools(tiny_cfg, scores, empty_every):
+    """lit_mmdet's evaluation (faster_coco_eval's COCOeval inside mmdet's own evaluate) == mmdet's
+    with pycocotools, bbox and segm, every summary metric, to 1e-4."""
+    from lit_mmdet.evaluation import _coco_eval
+    dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
+    results = _random_results(dataset, 0, scores, empty_every)
+    items = ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l', 'AR@100', 'AR@300', 'AR@1000', 'AR_s@1000',
+             'AR_m@1000', 'AR_l@1000']
+    with _coco_eval(False):
+        reference = dataset.evaluate(results, metric=['bbox', 'segm'], metric_items=items)
+    import mmdet.datasets.coco as coco_module
+    assert coco_module.COCOeval.__module__.startswith('pycocotools')  # the reference really is pycocotools'
+    ours = evaluate(dataset, results, dict(metric=['bbox', 'segm'], metric_items=items))
+    keys = [k for k, v in reference.items() if isinstance(v, float)]
+    assert len(keys) == 24 and set(keys) <= set(ours)
+    for key in keys:
+        assert ours[key] == pytest.approx(reference[key], abs=1e-4), key
+    assert sum(reference[k] > 0 for k in keys) >= 6  # real numbers compared, not zeros
+
+
+def test_fast_coco_eval_is_used_and_can_be_turned_off(tiny_cfg, monkeypatch):
+    import mmdet.datasets.coco as coco_module
+    dataset = build_dataset(tiny_cfg.data.val, dict(test_mode=True))
+    results = _random_results(dataset, 1, lambda rng, n: rng.uniform(0, 1, n))
+    seen = []
+    original = dataset.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(coco_module.COCOeval.__module__)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(dataset, 'evaluate', spy)
+    evaluate(dataset, results, dict(metric='bbox'))
+    evaluate(dataset, results, dict(metric='bbox', fast_coco_eval=False))
+    assert seen[0].startswith('faster_coco_eval') and seen[1].startswith('pycocotools')
+    assert coco_module.COCOeval.__module__.startswith('pycocotools')  # put back

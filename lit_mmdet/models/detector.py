@@ -398,6 +398,6 @@ class LitDetector(pl.LightningModule):
         tmpdir = policy.tmpdir or osp.join(self.plan.work_dir, '.eval_hook')
         gathered = gather_results(results, len(dataset), tmpdir, policy.gpu_collect)
         self.results = gathered if gathered is not None else []
-        self.eval_metrics = evaluate(dataset, gathered, policy.kwargs)
+        self.eval_metrics = evaluate(dataset, gathered, dict(policy.kwargs, fast_coco_eval=policy.fast_coco_eval))
         self.log_dict({f'{prefix}/{k}': v for k, v in self.eval_metrics.items()},
                       batch_size=1, sync_dist=False, rank_zero_only=False)
