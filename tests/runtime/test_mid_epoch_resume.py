@@ -41,11 +41,12 @@ class _Steps(pl.Callback):
             os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag: the step finishes
 
 
-def _train(shapes_dir, work, schedule, *callbacks, resume=None):
+def _train(shapes_dir, work, schedule, *callbacks, resume=None, **length):
     options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1},
                            **{key: dict(value, _delete_=True) if key == 'lr_config' else value  # replace the base's
                               for key, value in schedule.items()})
-    settings = RunSettings(str(work), max_epochs=EPOCHS, seed=0, deterministic=True, accelerator='cpu')
+    length = length or dict(max_epochs=EPOCHS)
+    settings = RunSettings(str(work), seed=0, deterministic=True, accelerator='cpu', **length)
     return train(SHAPES_CONFIG, options, settings, resume=resume, callbacks=list(callbacks),
                  enable_progress_bar=False, enable_model_summary=False)
 
@@ -67,5 +68,25 @@ def test_mid_epoch_resume_continues_the_schedule_exactly(shapes_dir, tmp_path, n
     assert result.preempted_at is None
     assert sorted(resumed.steps) == list(range(STOP_AFTER, EPOCHS * STEPS_PER_EPOCH))
     for step in sorted(first.steps) + sorted(resumed.steps):
+        ours = (first.steps | resumed.steps)[step]
+        assert ours == reference.steps[step], f'step {step}: {ours} != {reference.steps[step]}'
+
+
+@pytest.mark.slow
+def test_iteration_based_resume_continues_mmdets_stream_exactly(shapes_dir, tmp_path):
+    """IterBasedRunner: mmdet's InfiniteGroupBatchSampler as one stream (past the 8 images: a second
+    permutation), SIGTERM after 6 iterations, --resume auto: every later step as uninterrupted
+    (random flips included)."""
+    schedule, length = SCHEDULES['cyclic-momentum'], dict(max_iters=12)
+    reference = _Steps()
+    _train(shapes_dir, tmp_path / 'uninterrupted', schedule, reference, **length)
+    assert sorted(reference.steps) == list(range(12))
+    first = _Steps(stop_after=STOP_AFTER)
+    result = _train(shapes_dir, tmp_path / 'resumed', schedule, first, **length)
+    assert result.preempted_at == STOP_AFTER
+    resumed = _Steps()
+    _train(shapes_dir, tmp_path / 'resumed', schedule, resumed, resume='auto', **length)
+    assert sorted(resumed.steps) == list(range(STOP_AFTER, 12))
+    for step in range(12):
         ours = (first.steps | resumed.steps)[step]
         assert ours == reference.steps[step], f'step {step}: {ours} != {reference.steps[step]}'
