@@ -280,7 +280,7 @@ class ResumedCSVLogger(CSVLogger):
                 kept = [{k: v for k, v in row.items() if v != ''} for row in csv.DictReader(f)
                         if row.get('step') and int(row['step']) < self.keep_before]
         writer = super().experiment  # Lightning's writer removes the old file
-        if hasattr(writer, 'metrics_file_path'):  # rank 0's real writer
+        if writer is self._experiment:  # rank 0's real writer (other ranks get a dummy that takes anything)
             writer.metrics = kept + writer.metrics
         return writer
 
