@@ -148,6 +148,8 @@ class MmcvTextLog(pl.Callback):
         runner = self.runner = _LogRunner(trainer, self.hook, self.work_dir, self.timestamp,
                                           self.meta() if rank0 else {}, self._logger)
         runner.epoch, runner.iter = trainer.current_epoch, trainer.global_step
+        if trainer.max_steps > 0 and trainer.max_epochs in (None, -1):  # the Trainer runs iteration-based
+            self.hook.by_epoch = False  # (mmcv's IterBasedRunner sets its logger hooks' by_epoch=False)
         if rank0:
             self.hook.before_run(runner)
         else:  # TextLoggerHook writes its JSON on rank 0 only; with no log files, nowhere
@@ -178,7 +180,8 @@ class MmcvTextLog(pl.Callback):
         runner.mode, runner.epoch, runner.iter = 'train', trainer.current_epoch, trainer.global_step - 1
         by_epoch = self.hook.by_epoch
         runner.inner_iter = batch_idx if by_epoch else 0
-        runner.data_loader = range(int(trainer.num_training_batches)) if by_epoch else ()
+        batches = trainer.num_training_batches
+        runner.data_loader = range(int(batches)) if by_epoch and batches != float('inf') else ()
         self.hook.after_train_iter(runner)
 
     @override

@@ -88,9 +88,9 @@ def test_resume_auto_continues_from_last_checkpoint(tmp_path, shapes_dir):
                     '--seed', '0', '--resume', 'auto', '--cfg-options', *options)
     assert second.returncode == 0, second.stderr[-3000:]
     runs = sorted(glob.glob(str(work / 'csv' / 'version_*' / 'metrics.csv')))
-    assert len(runs) == 2
-    steps = [int(r['step']) for r in _rows(runs[1]) if r.get('train/loss')]
-    assert steps == [4, 5, 6, 7]  # epoch 2 only, optimizer step count restored
+    assert len(runs) == 1  # the run's metrics.csv goes on
+    steps = [int(r['step']) for r in _rows(runs[0]) if r.get('train/loss')]
+    assert steps == list(range(8))  # epoch 2 appended, optimizer step count restored, each step once
     bad = _train('--config', SHAPES_CONFIG, '--work-dir', str(work), '--resume', str(tmp_path / 'x.ckpt'))
     assert bad.returncode == 2 and "--resume" in bad.stderr
 
