@@ -190,7 +190,8 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
     check_data_paths(plan.cfg, ('train', 'val') if plan.evaluation.enabled else ('train',))  # before the model
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
-    undo_report = init_report_to(osp.join(plan.work_dir, f'{timestamp}.log')) if trainer.is_global_zero else None
+    logs = trainer.is_global_zero and not plan.settings.fast_dev_run  # (a smoke test writes no log files)
+    undo_report = init_report_to(osp.join(plan.work_dir, f'{timestamp}.log')) if logs else None
     try:
         module = LitDetector(plan)  # mmcv's init report goes to the .log file, as under mmdet's tools/train.py
     finally:

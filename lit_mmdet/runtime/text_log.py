@@ -141,7 +141,8 @@ class MmcvTextLog(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        rank0 = trainer.is_global_zero and bool(trainer.loggers)  # a Trainer with logger=False: no log files
+        # a Trainer with logger=False, or a --fast-dev-run smoke test: no log files
+        rank0 = trainer.is_global_zero and bool(trainer.loggers) and not trainer.fast_dev_run
         if rank0:
             os.makedirs(self.work_dir, exist_ok=True)
         self._logger = _file_logger(self.log_path if rank0 else None, self.console and rank0)
