@@ -32,7 +32,9 @@ def _torchrun(work, shapes_dir, nodes: int, per_node: int) -> list[dict]:
     config.write_text(CONFIG.format(base=SHAPES_CONFIG))
     options = tiny_options(shapes_dir, **{'data.samples_per_gpu': 1})
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=ROOT, WANDB_MODE='offline')
+    scratch = work.parent / 'tmp'  # torchrun's torchelastic_* log folders, removed with the test's tmp_path
+    scratch.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=ROOT, WANDB_MODE='offline', TMPDIR=str(scratch))
     env.pop('PL_GLOBAL_SEED', None)
     procs = [subprocess.Popen(
         [sys.executable, '-m', 'torch.distributed.run', '--nnodes', str(nodes), '--nproc-per-node', str(per_node),
