@@ -177,9 +177,8 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     elif resume is None and plan.cfg.get('auto_resume'):  # --auto-resume / cfg.auto_resume
         resume, source = 'auto', 'auto_resume'
     ckpt_path = resolve_resume(resume, plan.checkpoint_dir, trust=trust_checkpoint, source=source)
-    resume_step = None
-    if ckpt_path is not None:  # the loggers continue the run's logs from the checkpoint's step
-        resume_step = int(read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True).get('global_step', 0))
+    resumed = read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True) if ckpt_path is not None else None
+    resume_step = int(resumed.get('global_step', 0)) if resumed is not None else None  # the loggers go on from it
     trainer = build_trainer(plan, callbacks, resume_step=resume_step, **trainer_overrides)
     plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed)
     console_logging(plan.log_level, trainer.global_rank)
@@ -199,7 +198,7 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
             undo_report()
     module.log_timestamp = timestamp
     if ckpt_path is not None:  # clear errors for a corrupt, untrusted or other model's file before Lightning
-        check_fits(module, read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True), ckpt_path)
+        check_fits(module, resumed, ckpt_path)
     elif plan.cfg.get('load_from'):
         report = load_mmdet_weights(module.model, plan.cfg.load_from, trust=trust_checkpoint)
         print(f'load_from {plan.cfg.load_from}: {report}')
