@@ -1,8 +1,7 @@
 """mmcv's log files, written by mmcv's own ``TextLoggerHook``: ``<work_dir>/<timestamp>.log`` and
 ``<timestamp>.log.json``, so mmdet's ``tools/analysis_tools/analyze_logs.py`` reads lit_mmdet runs.
 
-The hook gets what mmcv's runner gives it (a :class:`~lit_mmdet.runtime.hook_driver.RunnerFacade` of
-its own, so its averaging leaves the hook driver's buffer alone): a ``LogBuffer`` fed with each
+The hook gets what mmcv's runner gives it (:class:`_LogRunner`): a ``LogBuffer`` fed with each
 iteration's ``log_vars`` and ``time`` / ``data_time`` (mmcv's ``IterTimerHook``), the counters at
 mmcv's call points, the LR, ``runner.meta`` (env info, config, seed: the JSON file's first line)
 and a logger writing the ``.log`` file (and stdout when it is not a terminal, where a progress bar
@@ -19,10 +18,8 @@ import time
 from typing import Any, Callable, Optional
 
 import pytorch_lightning as pl
-from mmcv.runner import TextLoggerHook
+from mmcv.runner import LogBuffer, TextLoggerHook
 from typing_extensions import override
-
-from .hook_driver import RunnerFacade, iteration_based
 
 __all__ = ['MmcvTextLog', 'init_report_to', 'text_logger_hook']
 
@@ -36,6 +33,42 @@ def text_logger_hook(log_config: Optional[dict], by_epoch: bool) -> TextLoggerHo
     entry.setdefault('interval', log_config.get('interval', 50))
     entry.setdefault('by_epoch', by_epoch)
     return TextLoggerHook(**entry)
+
+
+class _LogRunner:
+    """What ``TextLoggerHook`` reads of mmcv's runner."""
+
+    def __init__(self, trainer: pl.Trainer, hook: TextLoggerHook, work_dir: str, timestamp: str, meta: dict,
+                 logger: logging.Logger) -> None:
+        self._trainer = trainer
+        self.hooks = [hook]
+        self.work_dir = work_dir
+        self.timestamp = timestamp
+        self.meta = meta
+        self.logger = logger
+        self.log_buffer = LogBuffer()
+        self.mode = 'train'
+        self.epoch = self.iter = self.inner_iter = 0
+        self.model = type('Model', (), {'output_device': None})()
+        self.data_loader: Any = ()
+
+    @property
+    def max_iters(self) -> int:
+        trainer = self._trainer
+        if trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        return int(trainer.max_epochs) * int(trainer.num_training_batches)
+
+    @property
+    def rank(self) -> int:
+        return self._trainer.global_rank
+
+    @property
+    def world_size(self) -> int:
+        return self._trainer.world_size
+
+    def current_lr(self) -> list[float]:
+        return [group['lr'] for group in self._trainer.optimizers[0].param_groups]
 
 
 def init_report_to(log_path: str) -> Callable[[], None]:
@@ -97,7 +130,7 @@ class MmcvTextLog(pl.Callback):
         self.meta = meta
         self.console = (not sys.stdout.isatty()) if console is None else console
         self.timestamp = timestamp or time.strftime('%Y%m%d_%H%M%S', time.localtime())
-        self.runner: Optional[RunnerFacade] = None
+        self.runner: Optional[_LogRunner] = None
         self._last_end = time.perf_counter()
         self._data_time = 0.0
         self._logger: Optional[logging.Logger] = None
@@ -113,12 +146,11 @@ class MmcvTextLog(pl.Callback):
         if rank0:
             os.makedirs(self.work_dir, exist_ok=True)
         self._logger = _file_logger(self.log_path if rank0 else None, self.console and rank0)
-        if iteration_based(trainer):  # mmcv's IterBasedRunner sets its logger hooks' by_epoch=False
-            self.hook.by_epoch = False
-        runner = self.runner = RunnerFacade(trainer, pl_module, [self.hook], self.hook.by_epoch, self.work_dir,
-                                            self.meta if rank0 else None)
-        runner.logger, runner.timestamp, runner.mode = self._logger, self.timestamp, 'train'
-        runner._epoch, runner._iter = trainer.current_epoch, trainer.global_step
+        runner = self.runner = _LogRunner(trainer, self.hook, self.work_dir, self.timestamp,
+                                          self.meta() if rank0 else {}, self._logger)
+        runner.epoch, runner.iter = trainer.current_epoch, trainer.global_step
+        if trainer.max_steps > 0 and trainer.max_epochs in (None, -1):  # the Trainer runs iteration-based
+            self.hook.by_epoch = False  # (mmcv's IterBasedRunner sets its logger hooks' by_epoch=False)
         if rank0:
             self.hook.before_run(runner)
         else:  # TextLoggerHook writes its JSON on rank 0 only; with no log files, nowhere
@@ -146,8 +178,11 @@ class MmcvTextLog(pl.Callback):
             runner.log_buffer.update(step['log_vars'], step['num_samples'])
         runner.log_buffer.update({'data_time': self._data_time, 'time': now - self._last_end})
         self._last_end = now
-        runner.mode, runner._epoch, runner._iter = 'train', trainer.current_epoch, trainer.global_step - 1
-        runner._inner_iter = batch_idx if self.hook.by_epoch else 0
+        runner.mode, runner.epoch, runner.iter = 'train', trainer.current_epoch, trainer.global_step - 1
+        by_epoch = self.hook.by_epoch
+        runner.inner_iter = batch_idx if by_epoch else 0
+        batches = trainer.num_training_batches
+        runner.data_loader = range(int(batches)) if by_epoch and batches != float('inf') else ()
         self.hook.after_train_iter(runner)
 
     @override
@@ -162,7 +197,8 @@ class MmcvTextLog(pl.Callback):
         for name, value in metrics.items():
             runner.log_buffer.output[name] = value
         runner.log_buffer.ready = True
-        runner.mode, runner._epoch, runner._iter = 'train', trainer.current_epoch, trainer.global_step - 1
+        runner.mode, runner.epoch = 'train', trainer.current_epoch
+        runner.iter = trainer.global_step - 1
         self.hook.after_train_epoch(runner)  # logs what is ready (a 'val' line: no 'time' in the buffer)
 
     @override
