@@ -29,6 +29,7 @@ from .config import ConfigLike, load_config
 from .errors import ConfigError, unknown_type_error
 from .runtime.loggers import WandbOptions, WandbSettings, log_level, wandb_settings
 from .runtime.optimizer_hooks import OptimizerHookConfig, optimizer_hook_config
+from .runtime.speed import SpeedSwitches, speed_switches
 
 __all__ = ['RunSettings', 'RunPlan', 'CheckpointPolicy', 'EarlyStopPolicy', 'EvalPolicy', 'SaveBestRule', 'resolve_run',
            'infer_rule',
@@ -192,6 +193,7 @@ class RunPlan:
         log_level: ``log_level`` for lit_mmdet's own messages.
         wandb: The W&B hook's settings (None: W&B off).
         settings: The command-line choices the plan was resolved with.
+        speed: The ``speed`` switches (channels_last, compile, fused_optimizer; all off by default).
     """
 
     cfg: Any
@@ -213,6 +215,7 @@ class RunPlan:
     invalid_loss_interval: int = 1
     early_stopping: Optional[EarlyStopPolicy] = None
     seed_drawn: bool = False
+    speed: SpeedSwitches = field(default_factory=SpeedSwitches)
 
     @property
     def checkpoint_dir(self) -> str:
@@ -540,4 +543,4 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
         log_interval=int((cfg.get('log_config') or {}).get('interval', 50)), log_level=log_level(cfg),
         wandb=wandb_settings(cfg, settings.wandb), settings=settings,
         num_class_check=num_class_check, invalid_loss_interval=invalid_loss_interval,
-        early_stopping=_early_stopping(cfg), seed_drawn=seed_drawn)
+        early_stopping=_early_stopping(cfg), seed_drawn=seed_drawn, speed=speed_switches(cfg))

@@ -11,7 +11,18 @@ from .common import add_config_args, add_device_args, run_main
 if TYPE_CHECKING:
     from ..plan import RunSettings
 
-__all__ = ['build_parser', 'main', 'settings_from_args']
+__all__ = ['SPEED_FLAGS', 'build_parser', 'main', 'settings_from_args', 'speed_cfg_options']
+
+#: train.py's speed flags: (flag, the config key it sets to True, help).
+SPEED_FLAGS = (
+    ('--channels-last', 'speed.channels_last', 'backbone, neck and images in channels_last memory order'),
+    ('--compile', 'speed.compile', 'torch.compile the backbone and neck (eager with a warning if they do not compile)'),
+    ('--fused-optimizer', 'speed.fused_optimizer', 'fused (else foreach) optimizer kernels'),
+    ('--pin-memory', 'data.train_dataloader.pin_memory', 'pinned host memory for training batches'),
+    ('--persistent-workers', 'data.persistent_workers',
+     'keep training loader workers across epochs (augmentation draws then differ from mmdet\'s default)'),
+    ('--cudnn-benchmark', 'cudnn_benchmark', 'cudnn autotuning (mmdet\'s cudnn_benchmark)'),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skip-bad-images', action='store_true',
                         help='skip (and count, train/skipped_images) training images that are missing '
                         'or cannot be decoded instead of stopping (data.skip_bad_images=True)')
+    speed = parser.add_argument_group('speed switches (off by default; each keeps the losses: README "Speed")')
+    for flag, key, text in SPEED_FLAGS:
+        speed.add_argument(flag, action='store_true', help=f'{text} ({key}=True)')
     wandb = parser.add_argument_group('Weights & Biases (default: on when log_config.hooks has a W&B hook)')
     wandb.add_argument('--wandb', action='store_true', default=None, help='log to W&B')
     wandb.add_argument('--no-wandb', dest='wandb', action='store_false', help='no W&B, whatever the config says')
@@ -66,9 +80,16 @@ def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
         wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_name))
 
 
+def speed_cfg_options(args: argparse.Namespace) -> list[str]:
+    """The speed flags given, as ``--cfg-options`` items (so the resolved config and the key table
+    show them)."""
+    return [f'{key}=True' for flag, key, _ in SPEED_FLAGS if getattr(args, flag[2:].replace('-', '_'))]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training import dry_run, train
 
+    args.cfg_options = (args.cfg_options or []) + speed_cfg_options(args) or None
     if args.dry_run:
         dry_run(args.config, args.cfg_options, settings_from_args(args))
         return 0

@@ -1,12 +1,13 @@
-"""Unwrap mmcv ``DataContainer`` batches the way mmcv's ``scatter`` does for one device."""
+"""mmcv ``DataContainer`` batches: unwrapped the way mmcv's ``scatter`` does for one device, and
+pinnable by torch's pin-memory thread."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from mmcv.parallel import DataContainer
 
-__all__ = ['unwrap_batch']
+__all__ = ['PinnableCollate', 'PinnableContainer', 'unwrap_batch']
 
 
 def unwrap_batch(obj: Any, device: torch.device | str | None = None) -> Any:
@@ -38,4 +39,38 @@ def unwrap_batch(obj: Any, device: torch.device | str | None = None) -> Any:
         return {k: unwrap_batch(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(unwrap_batch(v, device) for v in obj)
+    return obj
+
+
+class PinnableContainer(DataContainer):
+    """A ``DataContainer`` that torch's pin-memory thread can pin (``pin_memory()``)."""
+
+    def pin_memory(self) -> 'PinnableContainer':
+        return PinnableContainer(_pin(self.data), self.stack, self.padding_value, self.cpu_only,
+                                 self.pad_dims)
+
+
+def _pin(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.pin_memory()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_pin(v) for v in obj)
+    return obj
+
+
+class PinnableCollate:
+    """mmcv's collate, with the tensor containers made pinnable (for ``pin_memory=True`` loaders)."""
+
+    def __init__(self, collate: Callable) -> None:
+        self.collate = collate
+
+    def __call__(self, batch: Any) -> Any:
+        return _pinnable(self.collate(batch))
+
+
+def _pinnable(obj: Any) -> Any:
+    if isinstance(obj, DataContainer) and not obj.cpu_only:
+        return PinnableContainer(obj.data, obj.stack, obj.padding_value, obj.cpu_only, obj.pad_dims)
+    if isinstance(obj, dict):
+        return {k: _pinnable(v) for k, v in obj.items()}
     return obj

@@ -27,6 +27,7 @@ from typing_extensions import override
 from ..config import ConfigLike, load_config
 from ..errors import ConfigError, unknown_type_error
 from .bad_images import guard_images
+from .batch import PinnableCollate
 from .samplers import WorkerInit, resumable_loader
 
 if TYPE_CHECKING:
@@ -164,6 +165,8 @@ class MMDetDataModule(pl.LightningDataModule):
             args['persistent_workers'] = False
         loader = build_dataloader(dataset, **args)
         loader.worker_init_fn = WorkerInit(loader.worker_init_fn)
+        if loader.pin_memory:  # mmcv's DataContainers are not pinned by torch's pin-memory thread
+            loader.collate_fn = PinnableCollate(loader.collate_fn)
         return loader
 
     def _train_loader(self, dataset: Any, runner_type: Optional[str] = None) -> DataLoader:

@@ -45,6 +45,7 @@ from ..runtime.callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, Re
 from ..runtime.checkpoints import checkpoint_callbacks, last_checkpoint_note
 from ..runtime.hook_driver import HookDriver, build_hooks
 from ..runtime.rank_failure import RankFailures
+from ..runtime.speed import apply_speed_switches, fused_optimizer_cfg, to_channels_last
 from ..runtime.text_log import MmcvTextLog, text_logger_hook
 from .builder import build_model, check_num_classes
 
@@ -88,6 +89,7 @@ class LitDetector(pl.LightningModule):
         self.cfg = self.plan.cfg
         self.model = build_model(self.cfg)
         self.model.cfg = self.cfg  # as mmdet's init_detector: inference_detector reads it
+        apply_speed_switches(self.model, self.plan.speed)  # channels_last / compile: backbone and neck
         self.save_hyperparameters({'config': to_container(self.cfg)})
         self.hook_driver: Optional[HookDriver] = None
         #: The last ``train_step`` outputs (mmcv's ``runner.outputs`` for hooks).
@@ -146,8 +148,13 @@ class LitDetector(pl.LightningModule):
     # ------------------------------------------------------------------ batches
     @override
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Unwrap mmcv DataContainers; tensors go to ``device``, ``cpu_only`` data stays."""
-        return unwrap_batch(batch, device)
+        """Unwrap mmcv DataContainers; tensors go to ``device``, ``cpu_only`` data stays
+        (``speed.channels_last``: images in NHWC order)."""
+        batch = unwrap_batch(batch, device)
+        if self.plan.speed.channels_last and isinstance(batch, dict) and 'img' in batch:
+            img = batch['img']
+            batch['img'] = [to_channels_last(i) for i in img] if isinstance(img, list) else to_channels_last(img)
+        return batch
 
     @override
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -209,6 +216,8 @@ class LitDetector(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer_cfg = self.cfg.optimizer.copy()
         optimizer_cfg['lr'] = scaled_lr(self.cfg, self.trainer.world_size if self._trainer else 1)
+        if self.plan.speed.fused_optimizer:
+            optimizer_cfg = fused_optimizer_cfg(optimizer_cfg)
         try:
             return build_optimizer(self.model, optimizer_cfg)
         except KeyError as exc:

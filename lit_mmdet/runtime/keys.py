@@ -162,6 +162,14 @@ def _seed(plan: 'RunPlan') -> tuple[str, str]:
     return LIT_MMDET, f'seed {plan.seed}{drawn}: set_random_seed, samplers and workers (rank 0\'s for every rank)'
 
 
+def _speed(plan: 'RunPlan') -> tuple[str, str]:
+    speed = plan.speed
+    parts = [part for part, on in (('channels_last: backbone, neck and images', speed.channels_last),
+                                   (f'torch.compile({speed.compile or ""}): backbone and neck', speed.compile is not None),
+                                   ('fused optimizer kernels', speed.fused_optimizer)) if on]
+    return LIT_MMDET, '; '.join(parts) or 'all off'
+
+
 DESCRIBE: dict[str, Callable[['RunPlan'], tuple[str, str]]] = {
     'model': _const(MMDET, "build_detector + init_weights (LitDetector.model)"),
     'train_cfg': _const(MMDET, 'build_detector(train_cfg=...)'),
@@ -192,6 +200,7 @@ DESCRIBE: dict[str, Callable[['RunPlan'], tuple[str, str]]] = {
     'device': _const(IGNORED, 'Lightning picks the device: --accelerator / --gpus'),
     'cudnn_benchmark': lambda plan: ((LIGHTNING, 'Trainer(benchmark=True): cudnn.benchmark')
                                      if plan.cfg.get('cudnn_benchmark') else (LIGHTNING, 'off (cudnn default)')),
+    'speed': _speed,
     'mp_start_method': _const(MMDET, "mmdet's setup_multi_processes before the Trainer"),
     'opencv_num_threads': _const(MMDET, "mmdet's setup_multi_processes before the Trainer"),
     'auto_scale_lr': _auto_scale_lr,
