@@ -26,7 +26,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
-def _config(args, data_dir, work_dir):
+def _config(args, data_dir, work_dir, lit=False):
     from lit_mmdet import load_config
     options = {
         'data.workers_per_gpu': args.workers, 'data.persistent_workers': args.workers > 0,
@@ -37,15 +37,29 @@ def _config(args, data_dir, work_dir):
         options[f'data.{split}.ann_file'] = osp.join(data_dir, 'annotations', f'instances_{folder}.json')
         options[f'data.{split}.img_prefix'] = osp.join(data_dir, folder) + '/'
     cfg = load_config(args.config, options)
-    cfg.work_dir, cfg.seed, cfg.gpu_ids, cfg.device = work_dir, 0, [0], 'cpu'
+    if args.cfg_options:
+        cfg.merge_from_dict(_options_dict(args.cfg_options))
+    if lit and args.lit_options:
+        cfg.merge_from_dict(_options_dict(args.lit_options))
+    cfg.work_dir, cfg.seed, cfg.gpu_ids, cfg.device = work_dir, 0, [0], args.device
     return cfg
 
 
+def _options_dict(items):
+    """``key=value`` strings -> mmcv's ``--cfg-options`` dict (mmcv's own ``DictAction`` parsing)."""
+    from mmcv import DictAction
+    parsed = argparse.Namespace()
+    DictAction(option_strings=[], dest='options')(None, parsed, list(items))
+    return parsed.options
+
+
 def _summary(ends, data_waits, warmup, images_per_s):
+    import torch
     steps = [b - a for a, b in zip(ends, ends[1:])][warmup:]
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return dict(s_per_iter=statistics.median(steps), data_s=statistics.median(data_waits[warmup:]),
                 iters=len(ends), peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                val_images_per_s=images_per_s)
+                peak_gpu_mb=gpu_mb, val_images_per_s=images_per_s)
 
 
 def run_mmdet(args, data_dir, work_dir):
@@ -83,10 +97,12 @@ def run_mmdet(args, data_dir, work_dir):
         train_detector(model, [dataset], cfg, distributed=False, validate=False)
     except StopIteration:
         pass
+    if not args.num_val:
+        return _summary(ends, waits, args.warmup, None)
     loader = build_dataloader(build_dataset(cfg.data.val, dict(test_mode=True)), 1, args.workers,
                               dist=False, shuffle=False)
     start = time.perf_counter()
-    results = single_gpu_test(build_dp(model, 'cpu'), loader)  # + dataset.evaluate, as mmdet's EvalHook
+    results = single_gpu_test(build_dp(model, args.device), loader)  # + dataset.evaluate, as mmdet's EvalHook
     loader.dataset.evaluate(results, **{k: v for k, v in cfg.evaluation.items() if k not in EVAL_HOOK_KEYS})
     return _summary(ends, waits, args.warmup, len(loader.dataset) / (time.perf_counter() - start))
 
@@ -97,7 +113,7 @@ def run_lit(args, data_dir, work_dir):
     from lit_mmdet import LitDetector, MMDetDataModule, RunSettings, resolve_run
     from lit_mmdet.runtime.trainer import build_trainer
 
-    cfg = _config(args, data_dir, work_dir)
+    cfg = _config(args, data_dir, work_dir, lit=True)
     pl.seed_everything(0, verbose=False)
     ends, waits, state = [], [], {}
 
@@ -110,28 +126,53 @@ def run_lit(args, data_dir, work_dir):
             state['end'] = time.perf_counter()
             ends.append(state['end'])
 
-    plan = resolve_run(cfg, settings=RunSettings(work_dir, accelerator='cpu', devices=1, max_iters=args.iters,
-                                                 seed=0))
+    plan = resolve_run(cfg, settings=RunSettings(work_dir, accelerator='gpu' if args.device == 'cuda' else 'cpu',
+                                                 devices=1, max_iters=args.iters, seed=0))
     trainer = build_trainer(plan, callbacks=[_BenchTimer()], enable_progress_bar=False)
     model = LitDetector(plan)
     data = MMDetDataModule(plan)
     trainer.fit(model, datamodule=data)
+    if not args.num_val:
+        return _summary(ends, waits, args.warmup, None)
     start = time.perf_counter()
     trainer.validate(model, datamodule=data, verbose=False)
     return _summary(ends, waits, args.warmup, len(data.val_dataset) / (time.perf_counter() - start))
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=osp.join(ROOT, 'configs', 'solo_timm_shapes.py'))
     parser.add_argument('--iters', type=int, default=60)
     parser.add_argument('--warmup', type=int, default=10)
     parser.add_argument('--workers', type=int, default=1)
-    parser.add_argument('--num-val', type=int, default=40)
+    parser.add_argument('--num-val', type=int, default=40, help='validation images (0: no validation timing)')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    parser.add_argument('--cfg-options', nargs='+', default=[], help='overrides for both sides (key=value)')
+    parser.add_argument('--lit-options', nargs='+', default=[], help="lit_mmdet's side only, e.g. speed.compile=True")
     parser.add_argument('--runner', choices=['mmdet', 'lit'], help=argparse.SUPPRESS)  # child mode
     parser.add_argument('--data', help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
 
+
+def run_side(runner: str, data_dir: str, args: argparse.Namespace, timeout: float = None) -> dict:
+    """One runner in its own process (``--runner``); its measurements."""
+    cmd = [sys.executable, __file__, '--runner', runner, '--data', data_dir, '--config', args.config,
+           '--iters', str(args.iters), '--warmup', str(args.warmup), '--workers', str(args.workers),
+           '--num-val', str(args.num_val), '--device', args.device]
+    if args.cfg_options:
+        cmd += ['--cfg-options', *args.cfg_options]
+    if args.lit_options:
+        cmd += ['--lit-options', *args.lit_options]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f'{runner} failed:\n{out.stderr[-4000:]}')
+    line = next(x for x in out.stdout.splitlines() if x.startswith('BENCH_RESULT '))
+    return json.loads(line.split(' ', 1)[1])
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if args.runner:  # child process: one runner, its result on a BENCH_RESULT line
         sys.path.insert(0, ROOT)
         import lit_mmdet  # noqa: F401
@@ -144,23 +185,18 @@ def main() -> int:
     from lit_mmdet.datasets.shapes import generate
     with tempfile.TemporaryDirectory() as data_dir:
         generate(data_dir, num_train=240, num_val=args.num_val, seed=0)
-        results = {}
-        for runner in ('mmdet', 'lit'):
-            out = subprocess.run([sys.executable, __file__, '--runner', runner, '--data', data_dir,
-                                  '--config', args.config, '--iters', str(args.iters),
-                                  '--warmup', str(args.warmup), '--workers', str(args.workers),
-                                  '--num-val', str(args.num_val)],
-                                 capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
-            if out.returncode != 0:
-                print(out.stderr[-4000:], file=sys.stderr)
-                return out.returncode
-            line = next(x for x in out.stdout.splitlines() if x.startswith('BENCH_RESULT '))
-            results[runner] = json.loads(line.split(' ', 1)[1])
+        try:
+            results = {runner: run_side(runner, data_dir, args) for runner in ('mmdet', 'lit')}
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     print(f'config: {osp.relpath(args.config, ROOT)}, {args.iters} iterations '
-          f'(median after {args.warmup}), workers={args.workers}')
+          f'(median after {args.warmup}), workers={args.workers}, {args.device}')
     print(f"{'metric':<22}{'mmdet runner':>14}{'lit_mmdet':>14}{'lit/mmdet':>11}")
-    for key in ('s_per_iter', 'data_s', 'peak_rss_mb', 'val_images_per_s'):
+    for key in ('s_per_iter', 'data_s', 'peak_rss_mb', 'peak_gpu_mb', 'val_images_per_s'):
         a, b = results['mmdet'][key], results['lit'][key]
+        if a is None or b is None:
+            continue
         ratio = f'{b / a:.3f}' if a else 'n/a'
         print(f'{key:<22}{a:>14.4f}{b:>14.4f}{ratio:>11}')
     return 0

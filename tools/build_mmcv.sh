@@ -9,7 +9,7 @@
 #     pkg_resources, so setuptools<81 must already be installed),
 #   * appends -std=gnu++20 through tools/cxx20 (torch >= 2.14 headers need C++20,
 #     mmcv's setup.py forces -std=c++17),
-#   * CPU builds: compiles without debug info and the op wrappers as a few unity translation
+#   * compiles the C++ sources without debug info and the op wrappers as a few unity translation
 #     units (tools/cxx20, LIT_MMDET_FAST_BUILD=1; LIT_MMDET_FAST_BUILD=0 turns it off): several
 #     times faster, every op still compiled, the same machine code for each (docs/build.md),
 #   * prints its progress every 30 s (sources compiled so far),
@@ -17,6 +17,7 @@
 #     keyed by mmcv, torch, Python and CUDA/CPU, so it is built once per machine.
 # CUDA users: FORCE_CUDA=1 tools/build_mmcv.sh   (needs nvcc; TORCH_CUDA_ARCH_LIST
 # selects the GPUs, e.g. "8.0;9.0"). The CPU-only build compiles the CPU ops.
+# Offline: pip's own PIP_NO_INDEX=1 PIP_FIND_LINKS=<folder with mmcv-full-1.7.2.tar.gz>.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 py="${1:-.venv/bin/python}"
@@ -32,8 +33,9 @@ else
 fi
 cache="${LIT_MMDET_WHEEL_CACHE:-$HOME/.cache/lit_mmdet/wheels}/mmcv_full-${mmcv_version}-torch${torch_version}-${py_tag}-${flavour}"
 
-if "$py" -c "import mmcv, sys; from mmcv.ops import nms; sys.exit(mmcv.__version__ != '${mmcv_version}')" 2>/dev/null; then
-  echo "build_mmcv: mmcv-full ${mmcv_version} with ops already installed"
+if "$py" -c "import mmcv, sys; from mmcv.ops import nms, get_compiling_cuda_version as v
+sys.exit(mmcv.__version__ != '${mmcv_version}' or ('${flavour}' != 'cpu' and v() == 'not available'))" 2>/dev/null; then
+  echo "build_mmcv: mmcv-full ${mmcv_version} with ${flavour} ops already installed"
   exit 0
 fi
 
@@ -42,18 +44,19 @@ if ! ls "$cache"/mmcv_full-*.whl >/dev/null 2>&1; then
   trap 'rm -rf "$work"' EXIT
   "$py" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$work" "mmcv-full==${mmcv_version}"
   sdist="$(ls "$work"/mmcv-full-*.tar.gz)"
-  sources=$(tar -tzf "$sdist" | grep -cE 'mmcv/ops/csrc/pytorch/(cpu/)?[^/]*\.cpp$')  # what a CPU build compiles
+  pattern='mmcv/ops/csrc/pytorch/(cpu/)?[^/]*\.cpp$'  # what a CPU build compiles; CUDA adds cuda/*
+  [ "${FORCE_CUDA:-0}" = "1" ] && pattern='mmcv/ops/csrc/pytorch/((cpu|cuda)/)?[^/]*\.(cpp|cu)$'
+  sources=$(tar -tzf "$sdist" | grep -cE "$pattern")
   echo "build_mmcv: building mmcv-full ${mmcv_version} for torch ${torch_version} ${py_tag} ${flavour}" \
-       "(${sources} sources for the CPU ops; ~2.5 min on 2 cores)"
+       "(${sources} sources; CPU ops: ~2.5 min on 2 cores)"
   start=$(date +%s)
   mkdir -p "$cache.tmp"
   export MMCV_WITH_OPS=1 MAX_JOBS="$jobs" CXX="$here/cxx20" LIT_MMDET_BUILD_LOG="$work/compile_times.txt"
   if [ "${FORCE_CUDA:-0}" = "1" ]; then
     export PYTORCH_NVCC="${PYTORCH_NVCC:-$here/nvcc20}"
-  else
-    export LIT_MMDET_FAST_BUILD="${LIT_MMDET_FAST_BUILD:-1}" LIT_MMDET_UNITY_DIR="$work/unity"
-    mkdir -p "$LIT_MMDET_UNITY_DIR"
   fi
+  export LIT_MMDET_FAST_BUILD="${LIT_MMDET_FAST_BUILD:-1}" LIT_MMDET_UNITY_DIR="$work/unity"
+  mkdir -p "$LIT_MMDET_UNITY_DIR"
   touch "$LIT_MMDET_BUILD_LOG"
   "$py" -m pip wheel --no-build-isolation --no-deps --no-binary mmcv-full -w "$cache.tmp" "$sdist" &
   pid=$!
