@@ -105,7 +105,7 @@ def loss_parity(config: str, data_dir: str, device: str) -> dict:
         cfg = _tiny_cfg(config, data_dir, work_dir)
         torch.manual_seed(0)
         lit = LitDetector(cfg).to(device)
-        reference = build_dp(copy.deepcopy(lit.model), device)
+        reference = build_dp(copy.deepcopy(lit.model), device, **(dict(device_ids=[0]) if device == 'cuda' else {}))
         batch = _first_batch(lit.cfg)
         logged = {}
         lit.log = lambda name, value, **kw: logged.__setitem__(name, value)
@@ -135,6 +135,7 @@ def fp16_parity(data_dir: str, device: str = 'cuda') -> dict:
         cfg = _tiny_cfg(CONFIGS['SOLO'], data_dir, work_dir)
         cfg.fp16 = dict(loss_scale=512.)
         cfg.lr_config = dict(policy='fixed')  # the same lr on both sides (no warm-up hook on mmcv's side)
+        cfg.optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)  # updates linear in the grads
         cfg.evaluation.interval = 10 ** 6
         accelerator = 'gpu' if device == 'cuda' else 'cpu'
         plan = resolve_run(cfg, settings=RunSettings(work_dir, accelerator=accelerator, devices=1, max_iters=1, seed=0))
@@ -167,7 +168,7 @@ def fp16_parity(data_dir: str, device: str = 'cuda') -> dict:
 
     params = {name for name, _ in module.model.named_parameters()}
     lit_state, mmcv_state = module.model.state_dict(), mmcv_model.state_dict()
-    diff = update = buffers = 0.0
+    diff = update = buffers = diff_sq = update_sq = 0.0
     for name, before in init.items():
         if not before.is_floating_point():
             continue
@@ -175,11 +176,14 @@ def fp16_parity(data_dir: str, device: str = 'cuda') -> dict:
         if name in params:
             diff = max(diff, (ours - theirs).abs().max().item())
             update = max(update, (theirs - before.float()).abs().max().item())
+            diff_sq += (ours - theirs).pow(2).sum().item()
+            update_sq += (theirs - before.float()).pow(2).sum().item()
         else:  # BatchNorm statistics
             buffers = max(buffers, ((ours - theirs).abs() / theirs.abs().clamp(min=1e-6)).max().item())
     return dict(max_weight_diff=diff, max_update=update, rel=diff / update if update else float('nan'),
+                rel_l2=(diff_sq / update_sq) ** 0.5 if update_sq else float('nan'),
                 buffers_max_rel_diff=buffers, loss_scale_lit=lit_scale, loss_scale_mmcv=mmcv_scale,
-                loss=float(runner.outputs['loss']))
+                loss=float(runner.outputs['loss'].detach()))
 
 
 def speed_args(name: str, device: str, iters: int, warmup: int, workers: int, quick: bool) -> argparse.Namespace:
@@ -224,7 +228,8 @@ def table(results: dict) -> str:
     fp16 = results.get('fp16_parity')
     if fp16:
         lines.append(f"| fp16 update vs Fp16OptimizerHook (loss_scale=512) | scale {fp16['loss_scale_lit']:g} | "
-                     f"scale {fp16['loss_scale_mmcv']:g} | max weight diff / max update {fp16['rel']:.2e} |")
+                     f"scale {fp16['loss_scale_mmcv']:g} | SGD step: weight diff / update: L2 {fp16['rel_l2']:.2e}, "
+                     f"max {fp16['rel']:.2e} |")
     for name, row in results.get('speed', {}).items():
         m, lit = row['mmdet'], row['lit']
         lines.append(f"| s/iter, {name} | {lit['s_per_iter']:.4f} | {m['s_per_iter']:.4f} | "

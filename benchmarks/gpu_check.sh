@@ -22,7 +22,7 @@ start=$(date +%s)
 need=()
 for spec in mmdet==2.28.2:mmdet pycocotools:pycocotools faster-coco-eval==1.8.0:faster_coco_eval \
             terminaltables:terminaltables addict:addict yapf==0.40.1:yapf platformdirs:platformdirs \
-            importlib-metadata:importlib_metadata timm:timm pytorch-lightning:pytorch_lightning \
+            importlib-metadata==8.5.0:importlib_metadata zipp:zipp timm:timm pytorch-lightning:pytorch_lightning \
             opencv-python-headless:cv2 scipy:scipy matplotlib:matplotlib tensorboard:tensorboard; do
   "$py" -c "import ${spec##*:}" 2>/dev/null || need+=("${spec%:*}")
 done

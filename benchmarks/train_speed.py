@@ -163,7 +163,7 @@ def run_side(runner: str, data_dir: str, args: argparse.Namespace, timeout: floa
         cmd += ['--cfg-options', *args.cfg_options]
     if args.lit_options:
         cmd += ['--lit-options', *args.lit_options]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')]))),
                          timeout=timeout)
     if out.returncode != 0:
         raise RuntimeError(f'{runner} failed:\n{out.stderr[-4000:]}')

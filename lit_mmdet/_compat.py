@@ -50,3 +50,28 @@ warnings.filterwarnings('ignore', message=r'You have overridden `transfer_batch_
 warnings.filterwarnings('ignore', message=r'The key "bbox" is deleted for more accurate mask AP')  # mmdet's COCO eval
 warnings.filterwarnings('ignore', message=r"__array__ implementation doesn't accept a copy keyword")  # pycocotools
 logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)
+
+
+def scatter_to_gpu_indices() -> bool:
+    """mmcv 1.7's ``Scatter`` (``MMDataParallel`` / ``MMDistributedDataParallel``, mmdet's
+    ``single_gpu_test``) hands GPU indices to torch's ``_get_stream``, which takes a
+    ``torch.device`` in newer torch (``'int' object has no attribute 'type'``, seen with torch 2.11
+    on an H200). Indices become devices there; nothing else changes. Returns whether it was needed."""
+    import inspect
+
+    import torch
+    from mmcv.parallel import _functions
+
+    original = _functions._get_stream
+    if getattr(original, 'lit_mmdet_indices', False) or 'device.type' not in inspect.getsource(original):
+        return False
+
+    def _get_stream(device):
+        return original(torch.device('cuda', device) if isinstance(device, int) else device)
+
+    _get_stream.lit_mmdet_indices = True
+    _functions._get_stream = _get_stream
+    return True
+
+
+scatter_to_gpu_indices()
