@@ -34,12 +34,28 @@ def unwrap_batch(obj: Any, device: torch.device | str | None = None) -> Any:
         data = obj.data[0]
         return data if obj.cpu_only else unwrap_batch(data, device)
     if isinstance(obj, torch.Tensor):
-        return obj if device is None else obj.to(device, non_blocking=True)
+        if device is None:
+            return obj
+        device = torch.device(device)
+        if device.type == 'cuda' and not obj.is_cuda:
+            return _scatter_to_gpu(obj, device)
+        return obj.to(device, non_blocking=True)
     if isinstance(obj, dict):
         return {k: unwrap_batch(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return type(obj)(unwrap_batch(v, device) for v in obj)
     return obj
+
+
+def _scatter_to_gpu(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The host-to-GPU copy as mmcv's ``Scatter`` makes it for ``MMDataParallel``: on a background
+    stream that the compute stream then waits for. A copy from pageable memory on the compute stream
+    would first wait for all the GPU work queued there (the previous step's backward and update);
+    on the background stream it overlaps with it."""
+    from mmcv.parallel._functions import Scatter
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return Scatter.forward([index], tensor)[0]
 
 
 class PinnableContainer(DataContainer):

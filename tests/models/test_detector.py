@@ -221,3 +221,21 @@ def test_module_modes_equal_mmcv_runner_with_norm_eval_and_frozen_stages(tiny_cf
     assert len(record.seen) == len(theirs) == 2
     assert not theirs[0]['backbone.bn1'] and theirs[0]['neck']  # what mmdet's ResNet.train() does
     assert record.seen == theirs
+
+
+def test_batches_go_to_a_gpu_through_mmcv_scatter(tiny_cfg, monkeypatch):
+    """The host-to-GPU copies are mmcv's Scatter (a background copy stream, as MMDataParallel). The
+    GPU check on an H200 measured lit_mmdet 15 % slower per step than mmdet's runner (SOLO, 800 px)
+    while it copied with plain ``.to()`` calls. No GPU here: Scatter is recorded, and the batch
+    comes out as mmcv's scatter shapes it."""
+    from mmcv.parallel import _functions
+
+    _, batch = _first_batch(tiny_cfg)
+    seen = []
+    monkeypatch.setattr(_functions.Scatter, 'forward',
+                        staticmethod(lambda gpus, tensor: seen.append((gpus, tensor.shape)) or (tensor,)))
+    ours = unwrap_batch(batch, torch.device('cuda', 0))
+    assert seen[0] == ([0], ours['img'].shape)
+    assert len(seen) == 1 + 2 * len(ours['img_metas'])  # img, then each image's boxes and labels
+    assert all(gpus == [0] for gpus, _ in seen)
+    assert [type(m).__name__ for m in ours['gt_masks']] == ['BitmapMasks'] * len(ours['img_metas'])  # host
