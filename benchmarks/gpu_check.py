@@ -43,15 +43,10 @@ CONFIGS = {'SOLO': 'configs/solo_timm_shapes.py', 'Mask R-CNN': 'configs/mask_rc
 #: The realistic-size settings for both sides of the speed rows.
 REALISTIC = ['data.train.pipeline.2.img_scale=(1333,800)', 'data.samples_per_gpu=2',
              'model.backbone.model_name=resnet50']
-SWITCHES = {
-    'channels_last': ['speed.channels_last=True'],
-    'compile': ['speed.compile=True'],
-    'fused_optimizer': ['speed.fused_optimizer=True'],
-    'pin_memory': ['data.train_dataloader.pin_memory=True'],
-    'cudnn_benchmark': ['cudnn_benchmark=True'],
-    'all of them': ['speed.channels_last=True', 'speed.compile=True', 'speed.fused_optimizer=True',
-                    'data.train_dataloader.pin_memory=True', 'cudnn_benchmark=True'],
-}
+#: lit_mmdet's speed switches (train_speed.SWITCHES), and all of them at once.
+from train_speed import SWITCHES as _SWITCHES  # noqa: E402
+
+SWITCHES = dict(_SWITCHES, **{'all of them': [o for options in _SWITCHES.values() for o in options]})
 
 
 class Budget:
@@ -73,6 +68,12 @@ def environment(device: str) -> dict:
                lightning=pl.__version__, timm=timm.__version__, mmcv_ops_cuda=get_compiling_cuda_version(),
                mmcv_ops_compiler=get_compiler_version(), python=platform.python_version(),
                machine=f'{platform.node()}, {os.cpu_count()} CPUs')
+    try:
+        import subprocess
+        env['commit'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
+                                       text=True, timeout=10).stdout.strip() or 'unknown'
+    except OSError:
+        env['commit'] = 'unknown'
     if device == 'cuda':
         env['gpu'] = torch.cuda.get_device_name(0)
         env['capability'] = '.'.join(map(str, torch.cuda.get_device_capability(0)))

@@ -139,6 +139,17 @@ def run_lit(args, data_dir, work_dir):
     return _summary(ends, waits, args.warmup, len(data.val_dataset) / (time.perf_counter() - start))
 
 
+#: lit_mmdet's speed switches as --lit-options (gpu_check.py and --switches time each against lit_mmdet without).
+#: persistent_workers is not among them: both sides here run with it (``_config``), as the demo configs do.
+SWITCHES = {
+    'channels_last': ['speed.channels_last=True'],
+    'compile': ['speed.compile=True'],
+    'fused_optimizer': ['speed.fused_optimizer=True'],
+    'pin_memory': ['data.train_dataloader.pin_memory=True'],
+    'cudnn_benchmark': ['cudnn_benchmark=True'],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=osp.join(ROOT, 'configs', 'solo_timm_shapes.py'))
@@ -172,7 +183,12 @@ def run_side(runner: str, data_dir: str, args: argparse.Namespace, timeout: floa
 
 
 def main() -> int:
-    args = build_parser().parse_args()
+    parser = build_parser()
+    parser.add_argument('--rounds', type=int, default=1, help='runs per side (alternating); medians reported')
+    parser.add_argument('--switches', action='store_true',
+                        help="also lit_mmdet with each speed switch on (SWITCHES), one run each")
+    parser.add_argument('--out', help='write the results here (JSON, with the date and machine)')
+    args = parser.parse_args()
     if args.runner:  # child process: one runner, its result on a BENCH_RESULT line
         sys.path.insert(0, ROOT)
         import lit_mmdet  # noqa: F401
@@ -183,22 +199,57 @@ def main() -> int:
 
     sys.path.insert(0, ROOT)
     from lit_mmdet.datasets.shapes import generate
+    runs: dict[str, list] = {'mmdet': [], 'lit': []}
     with tempfile.TemporaryDirectory() as data_dir:
         generate(data_dir, num_train=240, num_val=args.num_val, seed=0)
+        switches: dict[str, list] = {}
         try:
-            results = {runner: run_side(runner, data_dir, args) for runner in ('mmdet', 'lit')}
+            for r in range(args.rounds):  # each round: both sides, then lit_mmdet with each switch
+                for runner in (('mmdet', 'lit') if r % 2 == 0 else ('lit', 'mmdet')):
+                    args.lit_options = []
+                    runs[runner].append(run_side(runner, data_dir, args))
+                for name, options in (SWITCHES.items() if args.switches else ()):
+                    args.lit_options = options
+                    switches.setdefault(name, []).append(run_side('lit', data_dir, args))
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1
-    print(f'config: {osp.relpath(args.config, ROOT)}, {args.iters} iterations '
-          f'(median after {args.warmup}), workers={args.workers}, {args.device}')
-    print(f"{'metric':<22}{'mmdet runner':>14}{'lit_mmdet':>14}{'lit/mmdet':>11}")
-    for key in ('s_per_iter', 'data_s', 'peak_rss_mb', 'peak_gpu_mb', 'val_images_per_s'):
-        a, b = results['mmdet'][key], results['lit'][key]
-        if a is None or b is None:
+    keys = ('s_per_iter', 'data_s', 'peak_rss_mb', 'peak_gpu_mb', 'val_images_per_s')
+    summary = {}
+    for key in keys:
+        a = [run[key] for run in runs['mmdet']]
+        b = [run[key] for run in runs['lit']]
+        if None in a or None in b:
             continue
-        ratio = f'{b / a:.3f}' if a else 'n/a'
-        print(f'{key:<22}{a:>14.4f}{b:>14.4f}{ratio:>11}')
+        row = dict(mmdet=statistics.median(a), lit=statistics.median(b))
+        row['ratio'] = row['lit'] / row['mmdet'] if row['mmdet'] else None
+        summary[key] = row
+    print(f'config: {osp.relpath(args.config, ROOT)}, {args.iters} iterations '
+          f'(median after {args.warmup}), workers={args.workers}, {args.device}, {args.rounds} round(s), medians')
+    print(f"{'metric':<22}{'mmdet runner':>14}{'lit_mmdet':>14}{'lit/mmdet':>11}")
+    for key, row in summary.items():
+        ratio = f"{row['ratio']:.3f}" if row['ratio'] else 'n/a'
+        print(f"{key:<22}{row['mmdet']:>14.4f}{row['lit']:>14.4f}{ratio:>11}")
+    base = statistics.median(run['s_per_iter'] for run in runs['lit'])
+    switch_summary = {}
+    for name, switch_runs in switches.items():
+        s_per_iter = statistics.median(run['s_per_iter'] for run in switch_runs)
+        switch_summary[name] = dict(s_per_iter=s_per_iter, without=base, ratio=s_per_iter / base)
+        print(f"switch {name:<20} s/iter {s_per_iter:.4f}, lit_mmdet without {base:.4f}: {s_per_iter / base:.3f}")
+    if args.out:
+        import datetime
+        import platform
+
+        import torch
+        result = dict(date=datetime.date.today().isoformat(),
+                      machine=f'{platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}',
+                      torch=torch.__version__, config=osp.relpath(args.config, ROOT), iters=args.iters,
+                      warmup=args.warmup, workers=args.workers, num_val=args.num_val, device=args.device,
+                      rounds=args.rounds, summary=summary, runs=runs, switches=switch_summary,
+                      switch_runs=switches)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=1)
+        print(f'written: {args.out}')
     return 0
 
 

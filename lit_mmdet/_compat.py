@@ -63,7 +63,11 @@ def scatter_to_gpu_indices() -> bool:
     from mmcv.parallel import _functions
 
     original = _functions._get_stream
-    if getattr(original, 'lit_mmdet_indices', False) or 'device.type' not in inspect.getsource(original):
+    try:
+        takes_devices = 'device.type' in inspect.getsource(original)
+    except (OSError, TypeError):  # no source installed: convert anyway (a device passes through)
+        takes_devices = True
+    if getattr(original, 'lit_mmdet_indices', False) or not takes_devices:
         return False
 
     def _get_stream(device):

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import itertools
+import json
 import logging
 import numbers
+import time
 import types
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -15,7 +19,7 @@ from mmdet.core import encode_mask_results
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ['EVAL_HOOK_KEYS', 'broadcast_bn_buffers', 'encode_results', 'gather_results', 'evaluate',
-           'numeric_metrics']
+           'numeric_metrics', 'share_from_rank0']
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +150,34 @@ def evaluate(dataset: Any, results: Optional[list], eval_cfg: Mapping[str, Any])
     if rank0:
         metrics = numeric_metrics(_quiet_evaluate(dataset, results, kwargs, fast))
     if _dist_world() > 1:
-        box = [metrics]
-        dist.broadcast_object_list(box, src=0)
-        metrics = box[0]
+        metrics = share_from_rank0(metrics, rank0)
     return metrics
+
+
+_EVALUATIONS = itertools.count()
+#: How long the other ranks wait for rank 0's ``dataset.evaluate`` (a rank that fails makes every
+#: rank stop sooner: ``RankFailures``).
+EVAL_WAIT = datetime.timedelta(hours=24)
+
+
+def share_from_rank0(metrics: dict, rank0: bool, wait: datetime.timedelta = EVAL_WAIT) -> dict:
+    """Rank 0's metrics on every rank, through the process group's key-value store: while rank 0
+    runs ``dataset.evaluate`` the other ranks wait in the store (up to ``wait``), not in a collective
+    that NCCL's watchdog ends after the process group's timeout (30 min) - a long COCO / LVIS
+    evaluation on rank 0 then stops nobody. Every rank calls it once per evaluation; the others poll
+    the store with short calls."""
+    from .adapters.torch_dist import default_store
+
+    store, count = default_store(), next(_EVALUATIONS)
+    key = f'lit_mmdet/eval_metrics/{count}'
+    if rank0:
+        if count:  # every rank read the previous evaluation's metrics before this one's gather
+            store.delete_key(f'lit_mmdet/eval_metrics/{count - 1}')
+        store.set(key, json.dumps(metrics))
+        return metrics
+    deadline = time.monotonic() + wait.total_seconds()
+    while not store.check([key]):  # short calls: a blocking store.wait would hold the store client's
+        if time.monotonic() > deadline:  # lock, which NCCL's watchdog and heartbeat threads share
+            raise TimeoutError(f'rank 0 gave no evaluation metrics within {wait}')
+        time.sleep(0.2)
+    return json.loads(store.get(key))

@@ -60,6 +60,8 @@ class RunSettings:
     precision: Optional[str] = None
     fast_dev_run: Union[int, bool] = False
     wandb: WandbOptions = field(default_factory=WandbOptions)
+    pin_memory: bool = False
+    persistent_workers: bool = False
 
 
 @dataclass(frozen=True)
@@ -491,6 +493,24 @@ def _checkpoint(cfg: Any, by_epoch: bool) -> CheckpointPolicy:
                             save_optimizer=bool(ckpt.get('save_optimizer', True)))
 
 
+def _loader_switches(cfg: Any, settings: RunSettings) -> None:
+    """``--pin-memory`` / ``--persistent-workers``: mmdet's training-loader keys, where the config
+    keeps them (``persistent_workers`` may sit in ``data`` or in ``data.train_dataloader``, never in
+    both: mmdet's ``compat_cfg`` asserts; said here in one line)."""
+    data = cfg.data
+    loader = data.get('train_dataloader') or {}
+    if 'persistent_workers' in data and 'persistent_workers' in loader:
+        raise ConfigError('data.persistent_workers and data.train_dataloader.persistent_workers are both set '
+                          '(mmdet refuses that); keep only data.train_dataloader.persistent_workers')
+    if settings.pin_memory:
+        data.setdefault('train_dataloader', {})['pin_memory'] = True
+    if settings.persistent_workers:
+        if 'persistent_workers' in data:
+            data.persistent_workers = True
+        else:
+            data.setdefault('train_dataloader', {})['persistent_workers'] = True
+
+
 def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, Sequence[str], Mapping] = None,
                 settings: Optional[RunSettings] = None) -> RunPlan:
     """Turn a config and command-line settings into the run's :class:`RunPlan`.
@@ -516,6 +536,7 @@ def resolve_run(config: Union[ConfigLike, 'RunPlan'], cfg_options: Union[None, S
     cfg = load_config(config, cfg_options)
     if settings.skip_bad_images:
         cfg.data.skip_bad_images = True
+    _loader_switches(cfg, settings)
     runner = _runner(cfg, settings)
     by_epoch = runner['type'] == 'EpochBasedRunner'
     filename = cfg.filename if isinstance(cfg.filename, str) else None

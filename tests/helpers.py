@@ -88,11 +88,15 @@ def mmdet_train_loader(cfg, seed: int = 0, dist: bool = False):
     return build_dataloader(build_dataset(cfg.data.train), **args)
 
 
-def _group_worker(rank: int, world_size: int, port: int, fn, args: tuple, out_dir: str) -> None:
+def _group_worker(rank: int, world_size: int, port: int, fn, args: tuple, out_dir: str,
+                  timeout_s: float = None) -> None:
+    import datetime
     import pickle
 
     import torch.distributed as dist
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
+    if timeout_s:  # the collectives' timeout, after a rendezvous at the default one (slow imports)
+        dist.set_timeout(datetime.timedelta(seconds=timeout_s))
     try:
         result = fn(rank, world_size, *args)
         dist.barrier()
@@ -102,9 +106,10 @@ def _group_worker(rank: int, world_size: int, port: int, fn, args: tuple, out_di
         pickle.dump(result, f)
 
 
-def in_process_group(fn, world_size: int, *args) -> list:
+def in_process_group(fn, world_size: int, *args, timeout_s: float = None) -> list:
     """``fn(rank, world_size, *args)`` in ``world_size`` spawned processes of one gloo group on
-    127.0.0.1 (``fn`` must be importable); the per-rank results in rank order."""
+    127.0.0.1 (``fn`` must be importable; ``timeout_s``: the group's collective timeout); the
+    per-rank results in rank order."""
     import pickle
     import socket
     import tempfile
@@ -114,7 +119,7 @@ def in_process_group(fn, world_size: int, *args) -> list:
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as out_dir:
-        mp.spawn(_group_worker, args=(world_size, port, fn, args, out_dir), nprocs=world_size, join=True)
+        mp.spawn(_group_worker, args=(world_size, port, fn, args, out_dir, timeout_s), nprocs=world_size, join=True)
         results = []
         for rank in range(world_size):
             with open(osp.join(out_dir, f'{rank}.pkl'), 'rb') as f:

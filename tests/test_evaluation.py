@@ -82,6 +82,29 @@ def test_bn_buffers_and_results_as_dist_eval_hook_on_two_processes(tmp_path):
     assert not list(tmp_path.iterdir()) or all(not list(p.iterdir()) for p in tmp_path.iterdir())
 
 
+class _SlowDataset:
+    """``evaluate`` takes longer than the process group's collective timeout (a big COCO / LVIS)."""
+
+    def evaluate(self, results, **kwargs):
+        import time
+        time.sleep(6)
+        return {'bbox_mAP': 0.5, 'bbox_mAP_copypaste': '0.5 0.6'}
+
+
+def _evaluate_slowly(rank, world_size):
+    results = ['detections'] if rank == 0 else None  # gathered on rank 0 only
+    first = evaluate(_SlowDataset(), results, dict(metric='bbox'))
+    second = evaluate(_SlowDataset(), results, dict(metric='bbox'))  # a second evaluation: a fresh key
+    return first, second
+
+
+def test_other_ranks_wait_for_rank0_evaluation_past_the_collective_timeout():
+    """mmdet 2.x users report DDP timeouts while rank 0 evaluates: here the group's timeout is 3 s
+    and rank 0's evaluation takes 6 s; rank 1 waits for the metrics without a collective."""
+    results = in_process_group(_evaluate_slowly, 2, timeout_s=3)
+    assert results == [({'bbox_mAP': 0.5}, {'bbox_mAP': 0.5})] * 2
+
+
 def test_proposal_recall_with_ragged_images_under_numpy2(tiny_cfg):
     """mmdet's eval_recalls stacks per-image IoUs with np.array: numpy 2 raised on images with
     different box counts. Proposals = the boxes of every image but the first (moved away there):

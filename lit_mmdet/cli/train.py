@@ -18,9 +18,6 @@ SPEED_FLAGS = (
     ('--channels-last', 'speed.channels_last', 'backbone, neck and images in channels_last memory order'),
     ('--compile', 'speed.compile', 'torch.compile the backbone and neck (eager with a warning if they do not compile)'),
     ('--fused-optimizer', 'speed.fused_optimizer', 'fused (else foreach) optimizer kernels'),
-    ('--pin-memory', 'data.train_dataloader.pin_memory', 'pinned host memory for training batches'),
-    ('--persistent-workers', 'data.persistent_workers',
-     'keep training loader workers across epochs (augmentation draws then differ from mmdet\'s default)'),
     ('--cudnn-benchmark', 'cudnn_benchmark', 'cudnn autotuning (mmdet\'s cudnn_benchmark)'),
 )
 
@@ -58,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed = parser.add_argument_group('speed switches (off by default; each keeps the losses: README "Speed")')
     for flag, key, text in SPEED_FLAGS:
         speed.add_argument(flag, action='store_true', help=f'{text} ({key}=True)')
+    speed.add_argument('--pin-memory', action='store_true',
+                       help='pinned host memory for training batches (data.train_dataloader.pin_memory=True)')
+    speed.add_argument('--persistent-workers', action='store_true',
+                       help="keep training loader workers across epochs (mmdet's persistent_workers=True, where "
+                       "the config keeps it; augmentation draws then differ from the second epoch on)")
     wandb = parser.add_argument_group('Weights & Biases (default: on when log_config.hooks has a W&B hook)')
     wandb.add_argument('--wandb', action='store_true', default=None, help='log to W&B')
     wandb.add_argument('--no-wandb', dest='wandb', action='store_false', help='no W&B, whatever the config says')
@@ -77,7 +79,8 @@ def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
         deterministic=args.deterministic, skip_bad_images=args.skip_bad_images, gpus=args.gpus,
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         sync_bn=args.sync_bn, precision=args.precision, fast_dev_run=args.fast_dev_run or False,
-        wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_name))
+        wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_name),
+        pin_memory=args.pin_memory, persistent_workers=args.persistent_workers)
 
 
 def speed_cfg_options(args: argparse.Namespace) -> list[str]:

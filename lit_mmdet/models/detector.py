@@ -217,7 +217,9 @@ class LitDetector(pl.LightningModule):
         optimizer_cfg = self.cfg.optimizer.copy()
         optimizer_cfg['lr'] = scaled_lr(self.cfg, self.trainer.world_size if self._trainer else 1)
         if self.plan.speed.fused_optimizer:
-            optimizer_cfg = fused_optimizer_cfg(optimizer_cfg)
+            scaled = self._trainer is not None and getattr(self.trainer.precision_plugin, 'scaler', None) is not None
+            clipped = (self.cfg.get('optimizer_config') or {}).get('grad_clip') is not None
+            optimizer_cfg = fused_optimizer_cfg(optimizer_cfg, allow_fused=not (scaled and clipped))
         try:
             return build_optimizer(self.model, optimizer_cfg)
         except KeyError as exc:

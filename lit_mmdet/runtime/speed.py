@@ -160,16 +160,20 @@ def apply_speed_switches(model: torch.nn.Module, switches: SpeedSwitches) -> Non
             module.forward = CompiledForward(module, name, switches.compile)
 
 
-def fused_optimizer_cfg(optimizer_cfg: dict) -> dict:
+def fused_optimizer_cfg(optimizer_cfg: dict, allow_fused: bool = True) -> dict:
     """``optimizer`` with ``fused=True`` when the torch optimizer has it, else ``foreach=True``;
-    unchanged (with a warning) for one that has neither, or that the config already sets."""
+    unchanged (with a warning) for one that has neither, or that the config already sets.
+
+    ``allow_fused=False`` (a loss scaler with ``grad_clip``): ``foreach`` only. A fused optimizer
+    unscales inside its own step, so Lightning does not unscale before clipping, and the clip would
+    see gradients times the loss scale (mmcv's ``Fp16OptimizerHook`` unscales first)."""
     from mmcv.runner.optimizer import OPTIMIZERS
 
     cls = OPTIMIZERS.get(optimizer_cfg.get('type'))
     params = inspect.signature(cls.__init__).parameters if cls is not None else {}
     if 'fused' in optimizer_cfg or 'foreach' in optimizer_cfg:
         return optimizer_cfg
-    for key in ('fused', 'foreach'):
+    for key in (('fused', 'foreach') if allow_fused else ('foreach',)):
         if key in params:
             return dict(optimizer_cfg, **{key: True})
     log.warning('speed.fused_optimizer: %s has no fused or foreach kernels; it runs as configured',

@@ -83,3 +83,17 @@ def test_wandb_logger_private_members_det_wandb_logger_overrides(tmp_path):
     logger = WandbLogger(save_dir=str(tmp_path), mode='offline')
     assert logger._checkpoint_name is None and logger._logged_model_time == {}
     assert hasattr(logger, 'add_file_policy')
+
+
+def _store_round_trip(rank, world_size):
+    from lit_mmdet.adapters.torch_dist import default_store
+    store = default_store()
+    if rank == 0:
+        store.set('probe', 'from rank 0')
+    store.wait(['probe'])
+    return store.get('probe').decode()
+
+
+def test_torch_default_store():
+    from tests.helpers import in_process_group
+    assert in_process_group(_store_round_trip, 2) == ['from rank 0'] * 2

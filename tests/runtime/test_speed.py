@@ -174,3 +174,41 @@ def test_every_speed_flag_trains_the_demo_config(shapes_dir, tmp_path):
     assert 'channels_last: backbone, neck and images' in keys and 'fused optimizer kernels' in keys
     assert 'does not compile' not in proc.stderr
     assert (work_dir / 'checkpoints' / 'last.ckpt').exists()
+
+
+@pytest.mark.parametrize('data, expected', [
+    (dict(persistent_workers=False), dict(persistent_workers=True, train_dataloader=dict(pin_memory=True))),
+    (dict(), dict(train_dataloader=dict(pin_memory=True, persistent_workers=True))),
+])
+def test_loader_flags_go_where_the_config_keeps_the_keys(tiny_cfg, data, expected):
+    from lit_mmdet import RunSettings, resolve_run
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.data.pop('persistent_workers', None)
+    cfg.data.update(data)
+    plan = resolve_run(cfg, settings=RunSettings(pin_memory=True, persistent_workers=True))
+    got = {k: plan.cfg.data[k] for k in ('persistent_workers', 'train_dataloader') if k in plan.cfg.data}
+    assert got == expected
+    MMDetDataModule(plan)  # mmdet's compat_cfg takes it (it asserts on persistent_workers in both places)
+
+
+def test_persistent_workers_in_both_places_is_a_one_line_error(tiny_cfg):
+    from lit_mmdet import resolve_run
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.data.persistent_workers = True
+    cfg.data.train_dataloader = dict(persistent_workers=True)
+    with pytest.raises(ConfigError, match='keep only data.train_dataloader.persistent_workers'):
+        resolve_run(cfg)
+
+
+def test_fused_optimizer_with_a_loss_scaler_and_grad_clip_is_foreach(tiny_cfg):
+    """A fused optimizer unscales inside its step, so Lightning would clip gradients still multiplied
+    by the loss scale (mmcv's Fp16OptimizerHook unscales, then clips): foreach then."""
+    from types import SimpleNamespace
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.speed = dict(fused_optimizer=True)
+    assert cfg.optimizer_config.grad_clip is not None  # the demo config clips
+    lit = LitDetector(cfg)
+    assert lit.configure_optimizers().defaults.get('fused') is True  # no trainer: no scaler
+    lit._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()), world_size=1)
+    optimizer = lit.configure_optimizers()
+    assert optimizer.defaults.get('foreach') is True and not optimizer.defaults.get('fused')
