@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import random
 import signal
+import sys
 import threading
 import warnings
 from typing import Any, Optional
@@ -141,6 +142,7 @@ class ResumeState(Checkpoint):
         #: The signal that stopped the run (``signal.SIGTERM`` or ``signal.SIGINT``), else None.
         self.stop_signal: Optional[int] = None
         self._previous_handlers: dict[int, Any] = {}
+        self._rank_zero = True
         self._worker_rng: dict[int, Any] = {}  # batch position -> its worker's RNG after loading it
 
     @override
@@ -196,6 +198,9 @@ class ResumeState(Checkpoint):
     def _on_signal(self, signum: int, frame: Any) -> None:
         if signum == signal.SIGINT and self.stop_signal == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        if signum == signal.SIGINT and self.stop_signal is None and self._rank_zero:
+            sys.stderr.write('SIGINT: finishing this iteration, then saving last.ckpt; Ctrl-C again stops at once\n')
+            sys.stderr.flush()
         self.stop_signal = self.stop_signal or signum
 
     @override
@@ -238,6 +243,7 @@ class ResumeState(Checkpoint):
         # Lightning's own SIGTERM handler broadcasts inside the signal handler, which deadlocks
         # DDP when ranks are in other collectives; this one only sets a flag, and the ranks agree
         # at the end of the step (on_train_batch_end), whoever got the signal
+        self._rank_zero = trainer.is_global_zero
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous_handlers[signum] = signal.signal(signum, self._on_signal)

@@ -25,6 +25,46 @@ def _group(args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _wait_for_file(path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None and time.time() < deadline, f'{path} never appeared'
+        time.sleep(0.02)
+
+
+class _Output:
+    """A process's stdout and stderr read as they come (threads), so a test can wait for a line."""
+
+    def __init__(self, proc):
+        import threading
+        self.proc, self.cond = proc, threading.Condition()
+        self.lines = {'out': [], 'err': []}
+        self.threads = [threading.Thread(target=self._read, args=(stream, name), daemon=True)
+                        for stream, name in ((proc.stdout, 'out'), (proc.stderr, 'err'))]
+        for thread in self.threads:
+            thread.start()
+
+    def _read(self, stream, name):
+        for line in stream:
+            with self.cond:
+                self.lines[name].append(line)
+                self.cond.notify_all()
+
+    def wait_for(self, text, timeout):
+        """The first stderr line that holds ``text`` (waiting up to ``timeout`` s for it)."""
+        def found():
+            return next((line for line in self.lines['err'] if text in line), None)
+        with self.cond:
+            assert self.cond.wait_for(found, timeout), f'no stderr line with {text!r} within {timeout} s'
+            return found()
+
+    def communicate(self, timeout):
+        self.proc.wait(timeout=timeout)
+        for thread in self.threads:
+            thread.join(timeout=30)
+        return ''.join(self.lines['out']), ''.join(self.lines['err'])
+
+
 def _paced_with_workers(folder):
     """The paced resume config (random flips, drawn in the DataLoader workers), images counted across
     the worker processes (``folder/loaded``)."""
@@ -81,15 +121,25 @@ def test_sigterm_to_the_process_group_under_ddp_stops_every_rank_and_resumes_exa
 @pytest.mark.slow
 @pytest.mark.parametrize('presses', [1, 2])
 def test_ctrl_c_once_saves_and_exits_130_twice_aborts(shapes_dir, tmp_path, presses):
-    proc = _group(_args(_paced_with_workers(tmp_path), tmp_path / 'work', shapes_dir,
-                        options=tiny_options(shapes_dir, **WORKERS)))
-    _wait_for_images(tmp_path / 'loaded', 12, proc)
+    """The presses come inside iteration 5, which takes 3 s (tests/plugins/slow_step.py): the second
+    one while the first is still being honoured (two SIGINTs before Python's handler runs would be
+    one: signals do not queue), so neither press races the end of the run."""
+    config = _paced_with_workers(tmp_path)
+    config.write_text(config.read_text() + f"""
+custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.pace', 'tests.plugins.slow_step'], allow_failed_imports=False)
+custom_hooks = [dict(type='NumClassCheckHook'), dict(type='ExpMomentumEMAHook', momentum=0.01, total_iter=20, priority=49),
+                dict(type='SlowStep', folder='{tmp_path / "slow"}', seconds=3, from_iter=4)]
+""")
+    proc = _group(_args(config, tmp_path / 'work', shapes_dir, options=tiny_options(shapes_dir, **WORKERS)))
+    _wait_for_file(tmp_path / 'slow' / 'sleeping_4', proc)
     os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole foreground job
+    output = _Output(proc)
+    first = output.wait_for('Ctrl-C again stops at once', timeout=60)  # the first press is handled
+    assert first.startswith('SIGINT: finishing this iteration')
     if presses == 2:
-        time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGINT)
         sent = time.time()
-    out, err = proc.communicate(timeout=120)
+    out, err = output.communicate(timeout=120)
     if presses == 1:
         assert proc.returncode == 130, err[-3000:]
         assert 'stopped by SIGINT after iteration' in out and '--resume auto' in out
