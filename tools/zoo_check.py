@@ -30,9 +30,9 @@ image scales above 320 px shrunk), batch 2, no workers, fixed learning rate, ``s
 detector 3 iterations from scratch scores below the configs' thresholds, which leaves nothing to
 evaluate) and COCOeval's recalls reported besides its precisions. Where a family has configs that
 need only COCO instances, one of those is checked (not HTC/SCNet's semantic maps or Fast R-CNN's
-proposals). Each family runs in its own process with a timeout. The table says for each family
-whether it passes under mmdet and under lit_mmdet, the largest loss and metric differences,
-whether they match, and the first error line (or where they differ).
+proposals). Each side of each family runs in a process of its own, with a timeout per family. The
+table says for each family whether it passes under mmdet and under lit_mmdet, the largest loss and
+metric differences, whether they match, and the first error line (or where they differ).
 """
 from __future__ import annotations
 
@@ -396,42 +396,61 @@ def matches(row: dict) -> bool:
                 and not row.get('mismatch'))
 
 
-def check_one(config: str, data_dir: str, size: int, work_dir: str, lit_seed: int = SEED) -> dict:
-    """Both sides on one config (mmdet first), in this process; ``work_dir/mmdet``, ``work_dir/lit``."""
+def run_side(config: str, data_dir: str, size: int, work_dir: str, side: str, seed: int = SEED) -> dict:
+    """One side (``'mmdet'`` or ``'lit'``) on one config, in this process: whether it passed, why
+    not, its seconds, its losses and metrics (``out``), and whether the adapted config lists
+    ``CheckInvalidLossHook``."""
     import logging
 
     import lit_mmdet  # noqa: F401  (numpy aliases, TIMMBackbone)
     from lit_mmdet import load_config
     from mmcv.utils import get_logger
     get_logger('mmcv', log_level=logging.WARNING)
-    result: dict[str, Any] = dict(config=osp.relpath(config, zoo_dir()))
     try:
         cfg = adapt(load_config(config), data_dir, size, work_dir)
     except Exception as exc:  # noqa: BLE001
-        return dict(result, mmdet=False, lit=False, match=False, reason=f'config: {_first_line(exc)}')
+        return dict(ok=False, config_error=True, reason=f'config: {_first_line(exc)}', out={})
     checks_loss = any(isinstance(h, dict) and h.get('type') == 'CheckInvalidLossHook'
                       for h in cfg.get('custom_hooks') or [])  # then mmdet stops by itself
-    sides = {}
-    for name, fn in (('mmdet', run_mmdet), ('lit', run_lit)):
-        start = time.time()
-        out: dict[str, Any] = {}
-        try:
-            fn(cfg, osp.join(work_dir, name), seed=SEED if name == 'mmdet' else lit_seed, out=out)
-            result[name] = True
-        except Exception as exc:  # noqa: BLE001
-            result[name] = False
-            result[f'{name}_reason'] = _first_line(exc)
-        result[f'{name}_s'] = round(time.time() - start, 1)
-        sides[name] = out
-        bad = next((i for i, d in enumerate(out.get('losses') or []) if not math.isfinite(d.get('loss', 0.0))), None)
-        if name == 'mmdet' and result['mmdet'] and bad is not None and not checks_loss:
-            # mmdet trains on without CheckInvalidLossHook; lit_mmdet then checks every iteration, as that hook
-            result['mmdet'] = False
-            result['mmdet_reason'] = f'non-finite loss at iteration {bad + 1} (train_detector trains on; ' \
-                                     f'CheckInvalidLossHook, which lit_mmdet always applies, stops)'
-    result.update(compare(sides['mmdet'], sides['lit']))
+    start, out = time.time(), {}
+    side_result: dict[str, Any] = dict(ok=True, checks_loss=checks_loss)
+    try:
+        (run_mmdet if side == 'mmdet' else run_lit)(cfg, osp.join(work_dir, side), seed=seed, out=out)
+    except Exception as exc:  # noqa: BLE001
+        side_result.update(ok=False, reason=_first_line(exc))
+    return dict(side_result, seconds=round(time.time() - start, 1), out=out)
+
+
+def combine(config: str, sides: dict) -> dict:
+    """The row of one config from both sides' :func:`run_side` results."""
+    result: dict[str, Any] = dict(config=osp.relpath(config, zoo_dir()))
+    if any(side.get('config_error') for side in sides.values()):
+        reason = next(side['reason'] for side in sides.values() if side.get('config_error'))
+        return dict(result, mmdet=False, lit=False, match=False, reason=reason)
+    for name, side in sides.items():
+        result[name] = side['ok']
+        if not side['ok']:
+            result[f'{name}_reason'] = side.get('reason', 'failed')
+        result[f'{name}_s'] = side['seconds']
+    mmdet = sides['mmdet']
+    bad = next((i for i, d in enumerate(mmdet['out'].get('losses') or [])
+                if not math.isfinite(d.get('loss', 0.0))), None)
+    if result['mmdet'] and bad is not None and not mmdet.get('checks_loss'):
+        # mmdet trains on without CheckInvalidLossHook; lit_mmdet then checks every iteration, as that hook
+        result['mmdet'] = False
+        result['mmdet_reason'] = f'non-finite loss at iteration {bad + 1} (train_detector trains on; ' \
+                                 f'CheckInvalidLossHook, which lit_mmdet always applies, stops)'
+    result.update(compare(mmdet['out'], sides['lit']['out']))
     result['match'] = matches(result)
     return result
+
+
+def check_one(config: str, data_dir: str, size: int, work_dir: str, lit_seed: int = SEED) -> dict:
+    """Both sides on one config (mmdet first), in this process; ``work_dir/mmdet``, ``work_dir/lit``.
+    (The command line runs each side in a process of its own: :func:`_check_family`.)"""
+    return combine(config, {side: run_side(config, data_dir, size, work_dir, side,
+                                           seed=SEED if side == 'mmdet' else lit_seed)
+                            for side in ('mmdet', 'lit')})
 
 
 # ------------------------------------------------------------------ driver
@@ -443,12 +462,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument('--out', help='write the rows as JSON here too')
     parser.add_argument('--markdown', help='write the table as Markdown here too (date, machine, versions, '
                                            'command and summary above it)')
-    parser.add_argument('--one', nargs=3, metavar=('CONFIG', 'DATA_DIR', 'WORK_DIR'),
+    parser.add_argument('--side', nargs=4, metavar=('SIDE', 'CONFIG', 'DATA_DIR', 'WORK_DIR'),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one:
-        config, data_dir, work_dir = args.one
-        print('ZOO_RESULT ' + json.dumps(check_one(config, data_dir, args.size, work_dir)), flush=True)
+    if args.side:
+        side, config, data_dir, work_dir = args.side
+        print('ZOO_SIDE ' + json.dumps(run_side(config, data_dir, args.size, work_dir, side)), flush=True)
         return 0
 
     import lit_mmdet  # noqa: F401
@@ -491,8 +510,26 @@ def _json_safe(node: Any) -> Any:
     return node
 
 
+def _run_child(side: str, config: str, data_dir: str, work_dir: str, size: int, timeout: float) -> dict:
+    """One side in a process of its own (mmdet's run leaves state in a process that changed
+    tridentnet's first lit_mmdet loss to NaN when both ran in one)."""
+    try:
+        proc = subprocess.run([sys.executable, osp.abspath(__file__), '--size', str(size), '--side', side,
+                               config, data_dir, work_dir], cwd=ROOT, capture_output=True, text=True,
+                              timeout=timeout, env=dict(os.environ, PYTHONPATH=ROOT))
+    except subprocess.TimeoutExpired:
+        return dict(ok=False, reason=f'timeout after {timeout:.0f} s', seconds=round(timeout, 1), out={})
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('ZOO_SIDE ')), None)
+    if line is None:
+        errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and ('Error' in ln or 'error' in ln or 'Killed' in ln)]
+        tail = errors[-1].strip()[:240] if errors else f'exit code {proc.returncode}'
+        return dict(ok=False, reason=f'crashed ({proc.returncode}): {tail}', seconds=0.0, out={})
+    return json.loads(line[len('ZOO_SIDE '):])
+
+
 def _check_family(family: str, root: str, data_dir: str, args: argparse.Namespace) -> dict:
-    """Checks one family in a child process; its work dir (checkpoints, logs) is removed afterwards."""
+    """Checks one family, each side in a child process of its own; its work dir (checkpoints, logs)
+    is removed afterwards. ``--timeout`` is shared by the two sides."""
     config = base_config(osp.join(root, family))
     if config is None:
         row = dict(family=family, mmdet=False, lit=False, match=False, reason='no config')
@@ -501,21 +538,11 @@ def _check_family(family: str, root: str, data_dir: str, args: argparse.Namespac
     start = time.time()
     work_dir = tempfile.mkdtemp(prefix=f'zoo_{family}_')
     try:
-        proc = subprocess.run([sys.executable, osp.abspath(__file__), '--size', str(args.size), '--one',
-                               config, data_dir, work_dir], cwd=ROOT, capture_output=True, text=True,
-                              timeout=args.timeout, env=dict(os.environ, PYTHONPATH=ROOT))
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith('ZOO_RESULT ')), None)
-        if line is None:
-            errors = [ln for ln in proc.stderr.splitlines()
-                      if ln.strip() and ('Error' in ln or 'error' in ln or 'Killed' in ln)]
-            tail = errors[-1].strip()[:240] if errors else f'exit code {proc.returncode}'
-            row = dict(config=osp.relpath(config, root), mmdet=False, lit=False, match=False,
-                       reason=f'crashed ({proc.returncode}): {tail}')
-        else:
-            row = json.loads(line[len('ZOO_RESULT '):])
-    except subprocess.TimeoutExpired:
-        row = dict(config=osp.relpath(config, root), mmdet=False, lit=False, match=False,
-                   reason=f'timeout after {args.timeout} s')
+        sides = {}
+        for side in ('mmdet', 'lit'):
+            left = max(args.timeout - (time.time() - start), 1)
+            sides[side] = _run_child(side, config, data_dir, work_dir, args.size, left)
+        row = combine(config, sides)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
     row = dict(family=family, **row, seconds=round(time.time() - start, 1))
