@@ -23,7 +23,6 @@ import json
 import os
 import os.path as osp
 import pickle
-import platform
 import resource
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import tempfile
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+from machine import describe  # noqa: E402
 WIDTH, HEIGHT, CLASSES = 320, 240, 80
 
 
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
     keys = sorted(theirs['metrics'])
     diff = max(abs(ours['metrics'][k] - theirs['metrics'][k]) for k in keys)
     row = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-               machine=f'{platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}', images=args.images,
+               machine=describe(), images=args.images,
                classes=CLASSES, mmdet=theirs, lit_mmdet=ours, speedup=round(theirs['seconds'] / ours['seconds'], 2),
                max_metric_diff=diff, metrics_compared=len(keys))
     print(f"speed-up {row['speedup']}x, largest metric difference {diff:.2e} over {len(keys)} metrics "

@@ -44,6 +44,7 @@ CONFIGS = {'SOLO': 'configs/solo_timm_shapes.py', 'Mask R-CNN': 'configs/mask_rc
 REALISTIC = ['data.train.pipeline.2.img_scale=(1333,800)', 'data.samples_per_gpu=2',
              'model.backbone.model_name=resnet50']
 #: lit_mmdet's speed switches (train_speed.SWITCHES), and all of them at once.
+from machine import describe  # noqa: E402
 from train_speed import SWITCHES as _SWITCHES  # noqa: E402
 
 SWITCHES = dict(_SWITCHES, **{'all of them': [o for options in _SWITCHES.values() for o in options]})
@@ -67,7 +68,7 @@ def environment(device: str) -> dict:
     env = dict(torch=torch.__version__, cuda=torch.version.cuda, mmcv=mmcv.__version__, mmdet=mmdet.__version__,
                lightning=pl.__version__, timm=timm.__version__, mmcv_ops_cuda=get_compiling_cuda_version(),
                mmcv_ops_compiler=get_compiler_version(), python=platform.python_version(),
-               machine=f'{platform.node()}, {os.cpu_count()} CPUs')
+               machine=describe())
     try:
         import subprocess
         env['commit'] = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,

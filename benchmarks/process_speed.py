@@ -28,7 +28,6 @@ import datetime
 import json
 import os
 import os.path as osp
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import tempfile
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+from machine import describe  # noqa: E402
 
 
 def write_config(folder: str, data_dir: str, iters: int, base: str) -> str:
@@ -123,16 +124,6 @@ def in_terminal(cmd: list, env: dict, columns: int = 120, rows: int = 40) -> tup
     return proc.wait(), b''.join(chunks).decode(errors='replace')
 
 
-def machine() -> str:
-    model = ''
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), '')
-    except OSError:
-        pass
-    return f'{platform.node()}, {os.cpu_count()} CPUs ({model}), {platform.machine()}'
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--config', default=osp.join(ROOT, 'configs', 'solo_timm_shapes.py'))
@@ -189,7 +180,7 @@ def main(argv=None) -> int:
                                           for v, w in ((row['mmdet'], 22), (row['lit'], 20), (row['ratio'], 11))))
     if args.out:
         import torch
-        result = dict(date=datetime.date.today().isoformat(), machine=machine(), torch=torch.__version__,
+        result = dict(date=datetime.date.today().isoformat(), machine=describe(), torch=torch.__version__,
                       config=osp.relpath(args.config, ROOT), rounds=args.rounds, short=args.short, long=args.long,
                       summary=summary, runs=runs)
         with open(args.out, 'w') as f:

@@ -238,11 +238,10 @@ def main() -> int:
         print(f"switch {name:<20} s/iter {s_per_iter:.4f}, lit_mmdet without {base:.4f}: {s_per_iter / base:.3f}")
     if args.out:
         import datetime
-        import platform
 
         import torch
-        result = dict(date=datetime.date.today().isoformat(),
-                      machine=f'{platform.node()}, {os.cpu_count()} CPUs, {platform.machine()}',
+        from machine import describe
+        result = dict(date=datetime.date.today().isoformat(), machine=describe(),
                       torch=torch.__version__, config=osp.relpath(args.config, ROOT), iters=args.iters,
                       warmup=args.warmup, workers=args.workers, num_val=args.num_val, device=args.device,
                       rounds=args.rounds, summary=summary, runs=runs, switches=switch_summary,

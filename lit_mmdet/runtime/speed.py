@@ -55,10 +55,6 @@ class SpeedSwitches:
     compile: Optional[dict] = None
     fused_optimizer: bool = False
 
-    @property
-    def any(self) -> bool:
-        return self.channels_last or self.compile is not None or self.fused_optimizer
-
 
 def speed_switches(cfg: Any) -> SpeedSwitches:
     """``cfg.speed`` -> :class:`SpeedSwitches`; an unknown key or value is a one-line error."""
