@@ -87,31 +87,20 @@ def _tiny_cfg(config: str, data_dir: str, work_dir: str):
     return load_config(osp.join(ROOT, config), tiny_options(data_dir, work_dir=work_dir))
 
 
-def _first_batch(cfg):
-    import numpy as np
-
-    from lit_mmdet import MMDetDataModule
-    data = MMDetDataModule(cfg, seed=0)
-    data.setup('fit')
-    np.random.seed(0)
-    return next(iter(data.train_dataloader()))
-
-
 def loss_parity(config: str, data_dir: str, device: str) -> dict:
     """Largest relative difference of the loss terms, lit_mmdet vs mmdet's train_step on ``device``."""
     import torch
     from mmdet.utils import build_dp
 
     from lit_mmdet import LitDetector
+    from tests.helpers import capture_logs, first_batch
     with tempfile.TemporaryDirectory() as work_dir:
         cfg = _tiny_cfg(config, data_dir, work_dir)
         torch.manual_seed(0)
         lit = LitDetector(cfg).to(device)
         reference = build_dp(copy.deepcopy(lit.model), device, **(dict(device_ids=[0]) if device == 'cuda' else {}))
-        batch = _first_batch(lit.cfg)
-        logged = {}
-        lit.log = lambda name, value, **kw: logged.__setitem__(name, value)
-        lit.log_dict = lambda values, **kw: logged.update(values)
+        batch = first_batch(lit.cfg)
+        logged = capture_logs(lit)
         torch.manual_seed(1)
         lit.training_step(lit.transfer_batch_to_device(copy.deepcopy(batch), torch.device(device), 0), 0)
         torch.manual_seed(1)

@@ -34,6 +34,26 @@ def tiny_options(data_dir: str, **extra) -> dict:
     return options
 
 
+def first_batch(cfg):
+    """The first training batch of ``cfg`` through lit_mmdet's data module (seed 0), as collated by
+    mmdet's loader (``DataContainer`` values)."""
+    import numpy as np
+
+    from lit_mmdet import MMDetDataModule
+    data = MMDetDataModule(cfg, seed=0)
+    data.setup('fit')
+    np.random.seed(0)
+    return next(iter(data.train_dataloader()))
+
+
+def capture_logs(module) -> dict:
+    """What ``module.log`` / ``log_dict`` receive outside a Trainer, by name (filled as they are called)."""
+    logged: dict = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    module.log_dict = lambda values, **kw: logged.update(values)
+    return logged
+
+
 def lifted_config(folder, name: str = 'solo_timm_shapes.py', **keys) -> str:
     """The shapes config whose head is lifted at ``before_run`` (``tests/plugins/lift_head.py``), so
     short runs' evaluations have detections and metrics; ``keys``: more top-level lines."""

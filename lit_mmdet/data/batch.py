@@ -61,9 +61,13 @@ def _scatter_to_gpu(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 class PinnableContainer(DataContainer):
     """A ``DataContainer`` that torch's pin-memory thread can pin (``pin_memory()``)."""
 
+    @classmethod
+    def like(cls, container: DataContainer, data: Any) -> 'PinnableContainer':
+        """``container``'s settings (stack, padding, cpu_only, pad_dims) with ``data``."""
+        return cls(data, container.stack, container.padding_value, container.cpu_only, container.pad_dims)
+
     def pin_memory(self) -> 'PinnableContainer':
-        return PinnableContainer(_pin(self.data), self.stack, self.padding_value, self.cpu_only,
-                                 self.pad_dims)
+        return PinnableContainer.like(self, _pin(self.data))
 
 
 def _pin(obj: Any) -> Any:
@@ -86,7 +90,7 @@ class PinnableCollate:
 
 def _pinnable(obj: Any) -> Any:
     if isinstance(obj, DataContainer) and not obj.cpu_only:
-        return PinnableContainer(obj.data, obj.stack, obj.padding_value, obj.cpu_only, obj.pad_dims)
+        return PinnableContainer.like(obj, obj.data)
     if isinstance(obj, dict):
         return {k: _pinnable(v) for k, v in obj.items()}
     return obj

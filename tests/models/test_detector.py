@@ -17,15 +17,7 @@ from mmdet.utils import build_dp
 from lit_mmdet import LitDetector, MMDetDataModule, load_config
 from lit_mmdet.data import unwrap_batch
 from lit_mmdet.models.detector import scaled_lr
-from tests.helpers import ROOT, SHAPES_CONFIG, lifted_detector, mmdet_train_loader, run_mmcv_runner, tiny_options
-
-
-def _first_batch(cfg, split='train'):
-    data = MMDetDataModule(cfg, seed=0)
-    data.setup('fit')
-    loader = data.train_dataloader() if split == 'train' else data.val_dataloader()
-    np.random.seed(0)
-    return data, next(iter(loader))
+from tests.helpers import ROOT, SHAPES_CONFIG, capture_logs, first_batch, lifted_detector, mmdet_train_loader, run_mmcv_runner, tiny_options
 
 
 @pytest.mark.parametrize('config, terms', [
@@ -38,11 +30,9 @@ def test_training_step_equals_mmdet_train_step(shapes_dir, config, terms):
     torch.manual_seed(0)
     lit = LitDetector(cfg)
     reference = build_dp(copy.deepcopy(lit.model), 'cpu')
-    _, batch = _first_batch(lit.cfg)
+    batch = first_batch(lit.cfg)
 
-    logged = {}
-    lit.log = lambda name, value, **kw: logged.__setitem__(name, value)
-    lit.log_dict = lambda values, **kw: logged.update(values)
+    logged = capture_logs(lit)
     torch.manual_seed(1)
     loss = lit.training_step(lit.transfer_batch_to_device(copy.deepcopy(batch), torch.device('cpu'), 0), 0)
     torch.manual_seed(1)
@@ -55,7 +45,7 @@ def test_training_step_equals_mmdet_train_step(shapes_dir, config, terms):
 
 
 def test_batch_unwrapping_equals_mmcv_scatter(tiny_cfg):
-    _, batch = _first_batch(tiny_cfg)
+    batch = first_batch(tiny_cfg)
     ours = unwrap_batch(batch, torch.device('cpu'))
     (theirs,) = scatter_kwargs((), batch, [-1])[1]
     assert set(ours) == set(theirs) == {'img', 'img_metas', 'gt_bboxes', 'gt_labels', 'gt_masks'}
@@ -230,7 +220,7 @@ def test_batches_go_to_a_gpu_through_mmcv_scatter(tiny_cfg, monkeypatch):
     comes out as mmcv's scatter shapes it."""
     from mmcv.parallel import _functions
 
-    _, batch = _first_batch(tiny_cfg)
+    batch = first_batch(tiny_cfg)
     seen = []
     monkeypatch.setattr(_functions.Scatter, 'forward',
                         staticmethod(lambda gpus, tensor: seen.append((gpus, tensor.shape)) or (tensor,)))

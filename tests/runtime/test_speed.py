@@ -3,7 +3,6 @@ import copy
 import functools
 import logging
 
-import numpy as np
 import pytest
 import torch
 from mmcv.parallel import DataContainer, collate
@@ -14,7 +13,7 @@ from lit_mmdet.data import batch as batch_module
 from lit_mmdet.data.batch import PinnableCollate, PinnableContainer, unwrap_batch
 from lit_mmdet.errors import ConfigError
 from lit_mmdet.runtime.speed import CompiledForward, speed_switches
-from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
+from tests.helpers import SHAPES_CONFIG, capture_logs, cli_options, first_batch, run_script, tiny_options
 
 #: Per switch: (speed dict, relative tolerance of the losses). channels_last and compile change the
 #: order of floating-point sums in the convolutions (NHWC kernels, fused inductor kernels).
@@ -25,18 +24,9 @@ SWITCHES = {
 }
 
 
-def _batch(cfg):
-    data = MMDetDataModule(cfg, seed=0)
-    data.setup('fit')
-    np.random.seed(0)
-    return next(iter(data.train_dataloader()))
-
-
 def _losses(lit, batch, steps=2):
     """Per step: the logged loss terms of ``training_step`` (then an optimizer update)."""
-    logged = {}
-    lit.log = lambda name, value, **kw: logged.__setitem__(name, value)
-    lit.log_dict = lambda values, **kw: logged.update(values)
+    logged = capture_logs(lit)
     optimizer = lit.configure_optimizers()
     out = []
     for _ in range(steps):
@@ -58,7 +48,7 @@ def test_switch_gives_the_same_losses(tiny_cfg, name):
     switched_cfg.speed = speed
     switched = LitDetector(switched_cfg)
     switched.load_state_dict(plain.state_dict())
-    batch = _batch(plain.cfg)
+    batch = first_batch(plain.cfg)
 
     expected, _ = _losses(plain, batch)
     got, optimizer = _losses(switched, batch)
@@ -95,7 +85,7 @@ def test_compile_falls_back_to_eager_when_a_module_does_not_compile(tiny_cfg, ca
     cfg.speed = dict(compile=dict(backend='lit_mmdet_test_broken'))
     switched = LitDetector(cfg)
     switched.load_state_dict(plain.state_dict())
-    batch = _batch(plain.cfg)
+    batch = first_batch(plain.cfg)
     with caplog.at_level(logging.WARNING, logger='lit_mmdet.runtime.speed'):
         got, _ = _losses(switched, batch, steps=1)
     expected, _ = _losses(plain, batch, steps=1)
