@@ -79,3 +79,21 @@ def scatter_to_gpu_indices() -> bool:
 
 
 scatter_to_gpu_indices()
+
+
+def ddp_replicated_tensor_flag() -> bool:
+    """mmcv 1.7's ``MMDistributedDataParallel._run_ddp_forward`` (its ``forward``, what mmdet's
+    ``multi_gpu_test`` calls) reads ``self._use_replicated_tensor_module``, an attribute torch's DDP
+    dropped (torch >= 2.1: ``AttributeError``). It is False (the replicated-tensor path was
+    experimental and off by default). Returns whether it was needed."""
+    from mmcv.parallel import MMDistributedDataParallel
+    from torch.nn.parallel import DistributedDataParallel
+
+    if hasattr(DistributedDataParallel, '_use_replicated_tensor_module') or \
+            '_use_replicated_tensor_module' in vars(MMDistributedDataParallel):
+        return False
+    MMDistributedDataParallel._use_replicated_tensor_module = False
+    return True
+
+
+ddp_replicated_tensor_flag()

@@ -18,9 +18,10 @@ from .errors import ConfigError
 import mmcv
 from mmcv import Config, ConfigDict
 
-from .adapters.mmcv import config_dict, file2dict_wrapped, parse_option_value
+from .adapters.mmcv import close_config_temporaries, config_dict, file2dict_wrapped, parse_option_value
 
-__all__ = ['load_config', 'parse_cfg_options', 'resolve_scoped_path', 'to_container', 'PACKAGE_CONFIG_ROOTS']
+__all__ = ['PACKAGE_CONFIG_ROOTS', 'check_keys_exist', 'load_config', 'parse_cfg_options', 'resolve_scoped_path',
+           'to_container']
 
 ConfigLike = Union[str, os.PathLike, Config, Mapping[str, Any]]
 
@@ -129,9 +130,16 @@ def _read_file(path: str) -> Config:
         with _scoped_bases():
             return Config.fromfile(path, import_custom_modules=False)
     except SyntaxError as exc:
+        close_config_temporaries(exc)
         where = f'{exc.filename}:{exc.lineno}' if exc.filename else path
-        raise ConfigError(f'{path}: Python syntax error in {where}: {exc.msg}') from None
+        msg = str(exc.msg)
+        prefix = 'There are syntax errors in config file '  # mmcv's wording, naming the file again
+        if msg.startswith(prefix):
+            where, _, msg = msg[len(prefix):].partition(': ')
+            msg = msg.replace('(<unknown>, ', '(')
+        raise ConfigError(f'{path}: Python syntax error in {where}: {msg}') from None
     except FileNotFoundError as exc:
+        close_config_temporaries(exc)
         raise ConfigError(f'{path}: {exc}; check the _base_ paths') from None
 
 
@@ -173,3 +181,55 @@ def to_container(cfg: Union[Config, ConfigDict]) -> dict:
     """A plain ``dict`` copy of a config (for checkpoints and hyper-parameters)."""
     data = config_dict(cfg) if isinstance(cfg, Config) else cfg
     return mmcv.ConfigDict(data).to_dict()
+
+
+def _has_key(node: Any, parts: list[str]) -> bool:
+    for part in parts:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
+
+
+def _dotted_keys(node: Any, depth: int, prefix: str = '') -> list[str]:
+    if depth == 0 or not isinstance(node, Mapping):
+        return []
+    keys = []
+    for key, value in node.items():
+        path = f'{prefix}{key}'
+        keys += [path] + _dotted_keys(value, depth - 1, path + '.')
+    return keys
+
+
+def check_keys_exist(cfg: Config, keys: Sequence[str], source: str) -> None:
+    """Every dotted key (``optimizer.lr``, ``data.train.pipeline.2.img_scale``) is in ``cfg``: a
+    command-line ``--a.b.c=value`` (a sweep's form) changes keys the config has; a new key is
+    ``--cfg-options`` (mmdet's merge adds it).
+
+    Raises:
+        ConfigError: Naming the first key that is not there, the closest one there is, and the fix.
+    """
+    import difflib
+
+    for key in keys:
+        parts = key.split('.')
+        if _has_key(config_dict(cfg), parts):
+            continue
+        parent = config_dict(cfg)
+        for depth, part in enumerate(parts[:-1]):
+            if not _has_key(parent, [part]):
+                parts = parts[:depth + 1]
+                break
+            parent = parent[int(part)] if isinstance(parent, (list, tuple)) else parent[part]
+        siblings = [str(k) for k in (parent.keys() if isinstance(parent, Mapping) else range(len(parent)))]
+        close = difflib.get_close_matches(parts[-1], siblings, n=1, cutoff=0.6)
+        where = '.'.join(parts[:-1])
+        hint = f"did you mean --{where + '.' if where else ''}{close[0]}? " if close else ''
+        if not close and len(parts) == 1:  # a bare name (--lr): a nested key of that name
+            nested = [p for p in _dotted_keys(config_dict(cfg), depth=3) if p.rsplit('.', 1)[-1] == key]
+            hint = f'did you mean --{nested[0]}? ' if nested else ''
+        raise ConfigError(f"--{key}: neither a train.py flag nor a key of {source} ({'.'.join(parts)} is not there); "
+                          f"{hint}to add a new key, use --cfg-options {key}=...")

@@ -102,11 +102,9 @@ def _self_test() -> list[Check]:
         out.append(Check('mmcv.ops.nms', f'{type(exc).__name__}: {exc}'[:50], False,
                          'rebuild mmcv-full: bash tools/build_mmcv.sh .venv/bin/python'))
     try:
-        from mmdet.models import build_detector
-
+        from .models.builder import build_model
         from .plan import resolve_run
-        cfg = resolve_run(DEMO_CONFIG).cfg
-        model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+        model = build_model(resolve_run(DEMO_CONFIG).model, init_weights=False)
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
         model = model.to(device).eval()
         img = torch.rand(1, 3, 64, 64, device=device)

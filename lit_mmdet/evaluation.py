@@ -18,8 +18,10 @@ import torch.distributed as dist
 from mmdet.core import encode_mask_results
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['EVAL_HOOK_KEYS', 'broadcast_bn_buffers', 'encode_results', 'gather_results', 'evaluate',
-           'numeric_metrics', 'share_from_rank0']
+from .plan.readers import EVAL_HOOK_KEYS
+
+__all__ = ['EVAL_HOOK_KEYS', 'broadcast_bn_buffers', 'encode_results', 'evaluate', 'evaluate_on_rank0',
+           'gather_results', 'numeric_metrics', 'share_from_rank0']
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,6 @@ class _RaggedNumpy(types.ModuleType):
 
 _mmdet_recall.np = _RaggedNumpy()
 
-#: ``evaluation`` keys that configure mmcv/mmdet's EvalHook / DistEvalHook; every
-#: other key is passed to ``dataset.evaluate`` (as the hooks do with ``eval_kwargs``).
-EVAL_HOOK_KEYS = frozenset({
-    'interval', 'by_epoch', 'start', 'save_best', 'rule', 'test_fn', 'greater_keys',
-    'less_keys', 'out_dir', 'file_client_args', 'broadcast_bn_buffer', 'tmpdir',
-    'gpu_collect', 'dynamic_intervals', 'type', 'fast_coco_eval'})
 
 
 def encode_results(results: Sequence[Any]) -> list:
@@ -139,19 +135,26 @@ def _quiet_evaluate(dataset: Any, results: Optional[list], kwargs: Mapping[str, 
             warnings.simplefilter = simplefilter
 
 
-def evaluate(dataset: Any, results: Optional[list], eval_cfg: Mapping[str, Any]) -> dict[str, float]:
-    """``dataset.evaluate`` on rank 0 with the config's eval kwargs; every rank gets the metrics, in
-    ``dataset.evaluate``'s order. Metrics mmdet does not return (its COCO evaluation of no
-    detections returns none) are not made up: the dict is empty, as mmdet's ``eval_res``."""
-    kwargs = {k: v for k, v in dict(eval_cfg).items() if k not in EVAL_HOOK_KEYS}
-    fast = bool(dict(eval_cfg).get('fast_coco_eval', True))
-    metrics: dict[str, float] = {}
+def evaluate_on_rank0(dataset: Any, results: Optional[list], kwargs: Mapping[str, Any],
+                      fast: bool = True) -> tuple[dict, dict[str, float]]:
+    """``dataset.evaluate(results, **kwargs)`` on rank 0: (its whole dict on rank 0, else {}; the numeric
+    metrics on every rank, in ``dataset.evaluate``'s order). Metrics mmdet does not return (its COCO
+    evaluation of no detections returns none) are not made up: empty, as mmdet's ``eval_res``."""
+    raw: dict = {}
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if rank0:
-        metrics = numeric_metrics(_quiet_evaluate(dataset, results, kwargs, fast))
+        raw = dict(_quiet_evaluate(dataset, results, kwargs, fast))
+    metrics = numeric_metrics(raw)
     if _dist_world() > 1:
         metrics = share_from_rank0(metrics, rank0)
-    return metrics
+    return raw, metrics
+
+
+def evaluate(dataset: Any, results: Optional[list], eval_cfg: Mapping[str, Any]) -> dict[str, float]:
+    """``dataset.evaluate`` on rank 0 with the config's ``evaluation`` keys (the hook's own keys
+    dropped, as mmdet's EvalHook does); every rank gets the numeric metrics."""
+    kwargs = {k: v for k, v in dict(eval_cfg).items() if k not in EVAL_HOOK_KEYS}
+    return evaluate_on_rank0(dataset, results, kwargs, bool(dict(eval_cfg).get('fast_coco_eval', True)))[1]
 
 
 _EVALUATIONS = itertools.count()

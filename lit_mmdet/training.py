@@ -82,7 +82,7 @@ def _worker_died(exc: BaseException) -> bool:
 def _run_failure(exc: BaseException, trainer: pl.Trainer, plan: RunPlan) -> Optional[TrainingError]:
     """What stopped training, as one line naming the cause (and, under DDP, the rank); None: not ours."""
     from .runtime.checkpoints import last_checkpoint_note
-    from .runtime.rank_failure import RankFailures, cause_of, other_rank_failure
+    from .runtime.faults import RankFailures, cause_of, other_rank_failure
 
     kept = last_checkpoint_note(plan.last_checkpoint)
     if isinstance(exc, RuntimeError) and _worker_died(exc):
@@ -103,7 +103,7 @@ def _run_failure(exc: BaseException, trainer: pl.Trainer, plan: RunPlan) -> Opti
 
 def write_runtime_keys(plan: RunPlan) -> str:
     """``<work_dir>/runtime_keys.txt``: what the run does with each config key; warns once about keys it does not use."""
-    from .runtime.keys import format_rows, runtime_key_rows, unused_key_notes
+    from .plan.keys import format_rows, runtime_key_rows, unused_key_notes
 
     rows = runtime_key_rows(plan)
     path = osp.join(plan.work_dir, 'runtime_keys.txt')
@@ -122,14 +122,14 @@ def dry_run(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequenc
 
     The table is printed first, so a model or data error (a one-line ``ConfigError``) comes after it.
     """
-    from mmdet.models import build_detector
-
-    from .runtime.keys import format_rows, runtime_key_rows
+    from .models.builder import build_model
+    from .plan.keys import format_rows, runtime_key_rows
 
     plan = resolve_run(config, cfg_options, settings)
-    lines = [f'config: {plan.cfg.filename or "<dict>"}  ({len(plan.cfg)} keys)', format_rows(runtime_key_rows(plan)), '']
+    lines = [f'config: {plan.filename or "<dict>"}  ({len(plan.config_dict)} keys)',
+             format_rows(runtime_key_rows(plan)), '']
     print('\n'.join(lines), flush=True)
-    model = build_detector(plan.cfg.model, train_cfg=plan.cfg.get('train_cfg'), test_cfg=plan.cfg.get('test_cfg'))
+    model = build_model(plan.model, init_weights=False)
     params = sum(p.numel() for p in model.parameters())
     lines.append(f'model: {type(model).__name__}, {params / 1e6:.2f} M parameters (built, no weights loaded)')
     print(lines[-1], flush=True)
@@ -160,34 +160,36 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     from mmdet.apis import set_random_seed
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from .models.checkpoint import check_fits, load_mmdet_weights, read_checkpoint
-    from .runtime.callbacks import ResumeState
-    from .runtime.checkpoints import remove_stale_temporaries, resolve_resume
     from .data.datamodule import check_data_paths
+    from .models.export import load_mmdet_weights
+    from .runtime.checkpoints import check_fits, lightning_state, read_checkpoint, remove_stale_temporaries, \
+        resolve_resume
     from .runtime.launch import share_seed
-    from .runtime.text_log import init_report_to
     from .runtime.loggers import console_logging, finish_wandb, log_run_files
+    from .runtime.stop import StopOnSignal
+    from .runtime.text_log import init_report_to
     from .runtime.trainer import build_trainer
 
     plan = resolve_run(config, cfg_options, settings)
     os.makedirs(plan.work_dir, exist_ok=True)
     source = '--resume'
-    if resume is None and plan.cfg.get('resume_from'):  # mmdet's tools/train.py: --resume-from or cfg.resume_from
-        resume, source = plan.cfg.resume_from, 'resume_from'
-    elif resume is None and plan.cfg.get('auto_resume'):  # --auto-resume / cfg.auto_resume
+    if resume is None and plan.load.resume_from:  # mmdet's tools/train.py: --resume-from or cfg.resume_from
+        resume, source = plan.load.resume_from, 'resume_from'
+    elif resume is None and plan.load.auto_resume:  # --auto-resume / cfg.auto_resume
         resume, source = 'auto', 'auto_resume'
     ckpt_path = resolve_resume(resume, plan.checkpoint_dir, trust=trust_checkpoint, source=source)
-    resumed = read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True) if ckpt_path is not None else None
+    resumed = lightning_state(read_checkpoint(ckpt_path, trust=trust_checkpoint, mmap=True)) \
+        if ckpt_path is not None else None
     resume_step = int(resumed.get('global_step', 0)) if resumed is not None else None  # the loggers go on from it
     trainer = build_trainer(plan, callbacks, resume_step=resume_step, **trainer_overrides)
     plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed)
-    console_logging(plan.log_level, trainer.global_rank)
+    console_logging(plan.log.level, trainer.global_rank)
     if trainer.is_global_zero:
         log.info('Set random seed to %d%s, deterministic: %s', plan.seed, ' (drawn)' if plan.seed_drawn else '',
                  plan.settings.deterministic)
     pl.seed_everything(plan.seed, workers=False, verbose=False)
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
-    check_data_paths(plan.cfg, ('train', 'val') if plan.evaluation.enabled else ('train',))  # before the model
+    check_data_paths(plan.data, ('train', 'val') if plan.evaluation.enabled else ('train',))  # before the model
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
     logs = trainer.is_global_zero and not plan.settings.fast_dev_run  # (a smoke test writes no log files)
     undo_report = init_report_to(osp.join(plan.work_dir, f'{timestamp}.log')) if logs else None
@@ -199,9 +201,9 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     module.log_timestamp = timestamp
     if ckpt_path is not None:  # clear errors for a corrupt, untrusted or other model's file before Lightning
         check_fits(module, resumed, ckpt_path)
-    elif plan.cfg.get('load_from'):
-        report = load_mmdet_weights(module.model, plan.cfg.load_from, trust=trust_checkpoint)
-        print(f'load_from {plan.cfg.load_from}: {report}')
+    elif plan.load.load_from:  # the dataset's classes stay (mmcv's runner.load_checkpoint sets none)
+        report = load_mmdet_weights(module.model, plan.load.load_from, trust=trust_checkpoint, set_classes=False)
+        print(f'load_from {plan.load.load_from}: {report}')
     if trainer.is_global_zero:
         write_runtime_keys(plan)
         for stale in remove_stale_temporaries(plan.checkpoint_dir):
@@ -214,9 +216,9 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
     try:
         trainer.fit(module, datamodule=MMDetDataModule(plan), ckpt_path=ckpt_path,
                     weights_only=not trust_checkpoint)
-    except SIGTERMException:  # preempted: the checkpoint is written (ResumeState), stop cleanly
+    except SIGTERMException:  # preempted: last.ckpt is written (StopOnSignal), stop cleanly
         finish_wandb(trainer.loggers)
-        state = next((c for c in trainer.callbacks if isinstance(c, ResumeState)), None)
+        state = next((c for c in trainer.callbacks if isinstance(c, StopOnSignal)), None)
         result.preempted_at = trainer.global_step
         result.stopped_by = signal.Signals(state.stop_signal if state and state.stop_signal else signal.SIGTERM).name
         return result

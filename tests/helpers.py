@@ -67,6 +67,17 @@ def lifted_config(folder, name: str = 'solo_timm_shapes.py', **keys) -> str:
     return path
 
 
+def trained_config(folder, weights: str, name: str = 'solo_timm_shapes.py', **keys) -> str:
+    """The shapes config starting from trained weights (``load_from``, the ``trained_weights``
+    fixture): its evaluations return non-zero metrics; ``keys``: more top-level lines."""
+    path = osp.join(str(folder), name)
+    lines = [f"_base_ = '{SHAPES_CONFIG}'", f'load_from = {weights!r}']
+    lines += [f'{k} = {v!r}' for k, v in keys.items()]
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
 def cli_options(options: dict) -> list[str]:
     """The same overrides as ``key=value`` strings for ``train.py --cfg-options``."""
     def fmt(value):
@@ -189,12 +200,18 @@ def lifted_detector(cfg):
     return model
 
 
-def real_checkpoint(cfg, path: str) -> str:
-    """A Lightning checkpoint written by a Trainer after one training step of a lifted SOLO."""
+def real_checkpoint(cfg, path: str, weights: str = None) -> str:
+    """A Lightning checkpoint written by a Trainer after one training step of a lifted SOLO (of the
+    trained ``weights`` when given: its evaluations return non-zero metrics)."""
     import pytorch_lightning as pl
 
-    from lit_mmdet import MMDetDataModule
-    model = lifted_detector(cfg)
+    from lit_mmdet import LitDetector, MMDetDataModule
+    from lit_mmdet.models.export import load_mmdet_weights
+    if weights is not None:
+        model = LitDetector(cfg)
+        load_mmdet_weights(model.model, weights, set_classes=False)
+    else:
+        model = lifted_detector(cfg)
     trainer = pl.Trainer(accelerator='cpu', max_steps=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, limit_val_batches=0, use_distributed_sampler=False,
                          default_root_dir=osp.dirname(path))
@@ -237,3 +254,79 @@ def wandb_records(run_dir: str):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(parts)
             yield record
+
+
+def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distributed: bool = False):
+    """The oracle: what mmdet's own ``tools/train.py`` does with ``config`` (``--seed``, no
+    ``--launcher``; ``distributed``: inside a process group the caller made, as ``init_dist`` would):
+    ``set_random_seed``, the runner's ``meta`` (env_info, config, seed, exp_name), ``build_detector`` +
+    ``init_weights``, ``build_dataset``, ``CLASSES`` into the checkpoint meta and the model, then
+    ``train_detector``. The one CPU substitution: mmdet's ``build_ddp`` asserts CUDA, so under a gloo
+    group the model goes into mmcv's ``MMDistributedDataParallel`` with the batch scattered to the CPU
+    (what its CUDA path does with ``device_ids``). ``evaluation=dict(type=...)`` is built from mmcv's
+    registry with the validation loader, as codebases' own train scripts do (mmdet's would hand
+    ``type`` to ``dataset.evaluate``). No runner sleeps; returns the ``.log.json`` path."""
+    import os.path as osp
+    import time
+
+    import mmdet.apis.train as mmdet_train
+    from mmcv.parallel import MMDistributedDataParallel
+    from mmcv.parallel.scatter_gather import scatter_kwargs
+    from mmdet import __version__
+    from mmdet.apis import set_random_seed, train_detector
+    from mmdet.datasets import build_dataset
+    from mmdet.models import build_detector
+    from mmdet.utils import collect_env, get_root_logger, rfnext_init_model
+
+    from lit_mmdet import resolve_run
+
+    class CpuMMDDP(MMDistributedDataParallel):
+        def _cpu(self, inputs, kwargs):
+            inputs, kwargs = scatter_kwargs(inputs, kwargs, [-1], dim=self.dim)
+            return inputs[0], kwargs[0]
+
+        def train_step(self, *inputs, **kwargs):
+            inputs, kwargs = self._cpu(inputs, kwargs)
+            return super().train_step(*inputs, **kwargs)
+
+        def val_step(self, *inputs, **kwargs):
+            inputs, kwargs = self._cpu(inputs, kwargs)
+            return super().val_step(*inputs, **kwargs)
+
+        def forward(self, *inputs, **kwargs):
+            inputs, kwargs = self._cpu(inputs, kwargs)
+            return super().forward(*inputs, **kwargs)
+
+    cfg = resolve_run(config, cfg_options).cfg  # (the neck's in_channels='auto' filled: a config mmdet runs)
+    cfg.work_dir, cfg.gpu_ids, cfg.device = work_dir, [0], 'cpu'
+    os.makedirs(work_dir, exist_ok=True)
+    timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+    get_root_logger(log_file=osp.join(work_dir, f'{timestamp}.log'), log_level=cfg.get('log_level', 'INFO'))
+    meta = dict(env_info='\n'.join(f'{k}: {v}' for k, v in collect_env().items()), config=cfg.pretty_text)
+    set_random_seed(seed, deterministic=False)
+    cfg.seed = meta['seed'] = seed
+    meta['exp_name'] = osp.basename(cfg.filename or 'config.py')
+    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    model.init_weights()
+    rfnext_init_model(model, cfg=cfg)
+    datasets = [build_dataset(cfg.data.train)]
+    if cfg.get('checkpoint_config') is not None:
+        cfg.checkpoint_config.meta = dict(mmdet_version=__version__, CLASSES=datasets[0].CLASSES)
+    model.CLASSES = datasets[0].CLASSES
+    saved = mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook
+    mmdet_train.build_ddp = lambda model, device, *args, **kwargs: CpuMMDDP(
+        model, broadcast_buffers=False, find_unused_parameters=kwargs.get('find_unused_parameters', False))
+    if 'type' in (cfg.get('evaluation') or {}):
+        import mmcv
+        from mmcv.runner import HOOKS
+
+        def own_hook(dataloader, priority=None, **kwargs):
+            return mmcv.build_from_cfg(kwargs, HOOKS, default_args=dict(dataloader=dataloader))
+        mmdet_train.EvalHook = mmdet_train.DistEvalHook = own_hook
+    try:
+        with no_runner_sleep():
+            train_detector(model, datasets, cfg, distributed=distributed, validate=True, timestamp=timestamp,
+                           meta=meta)
+    finally:
+        mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook = saved
+    return osp.join(work_dir, f'{timestamp}.log.json')

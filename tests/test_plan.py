@@ -1,5 +1,6 @@
 """The plan's reading of runtime keys against mmcv / mmdet's own hooks (no training)."""
 import itertools
+import os
 import logging
 from types import SimpleNamespace
 
@@ -10,8 +11,8 @@ from mmdet.core import EvalHook as MmdetEvalHook
 
 from lit_mmdet import ConfigError, RunSettings, resolve_run
 from lit_mmdet.plan import EvalPolicy, infer_rule, save_best_rule
-from lit_mmdet.runtime.keys import format_rows, runtime_key_rows, unused_key_notes
-from lit_mmdet.runtime.trainer import process_group_backend, trainer_kwargs
+from lit_mmdet.plan.keys import format_rows, runtime_key_rows, unused_key_notes
+from lit_mmdet.runtime.trainer import trainer_kwargs
 
 LOADER = torch.utils.data.DataLoader([0])
 
@@ -103,24 +104,125 @@ def test_gated_cadence_asks_lightning_for_every_epoch(tiny_cfg):
     (dict(interval=2), False, 'iter_3.ckpt', None),
     (dict(interval=1, filename_tmpl='model_{}.pth', out_dir='/ckpts'), True, 'model_3.pth', '/ckpts/run7'),
 ])
+def _saved(plan, epoch, iteration, max_epochs=3, max_iters=9):
+    """What mmcv's CheckpointHook point writes after 0-based ``epoch`` / ``iteration``: (name, kind,
+    weights only) for each file, through the run's writer (no Trainer needed: ``write`` recorded)."""
+    import logging
+    from lit_mmdet.runtime.checkpoints import CheckpointWriter
+    from lit_mmdet.runtime.runner_hooks import CheckpointSaver
+    written = []
+    writer = CheckpointWriter(plan.checkpoint_dir)
+    writer.write = lambda trainer, name, kind, weights_only=False: written.append((name, kind, weights_only)) or \
+        f'{writer.dirpath}/{name}'
+    saver = CheckpointSaver(plan.checkpoint, writer, trainer=None)
+    runner = SimpleNamespace(epoch=epoch, iter=iteration, inner_iter=0, max_epochs=max_epochs, max_iters=max_iters, rank=0,
+                             _max_epochs=max_epochs, _max_iters=max_iters, meta={}, work_dir=plan.work_dir,
+                             logger=logging.getLogger('test'))
+    saver.before_run(runner)
+    saver.after_train_epoch(runner) if plan.checkpoint.by_epoch else saver.after_train_iter(runner)
+    return written, runner.meta
+
+
+@pytest.mark.parametrize('checkpoint_config, by_epoch, name, folder', [
+    (dict(interval=1), True, 'epoch_3.ckpt', None),
+    (dict(interval=3), False, 'iter_3.ckpt', None),
+    (dict(interval=1, filename_tmpl='model_{}.pth', out_dir='/ckpts'), True, 'model_3.pth', '/ckpts/run7'),
+])
 def test_checkpoint_config_names_and_places_as_mmcv(tiny_cfg, checkpoint_config, by_epoch, name, folder):
-    from lit_mmdet.runtime.checkpoints import PeriodicCheckpoint, checkpoint_callbacks
     tiny_cfg.checkpoint_config = checkpoint_config
     settings = RunSettings(work_dir='/work/run7', **({} if by_epoch else dict(max_iters=9)))
     plan = resolve_run(tiny_cfg, settings=settings)
     assert plan.checkpoint_dir == (folder or '/work/run7/checkpoints')
-    (periodic,) = [c for c in checkpoint_callbacks(plan) if isinstance(c, PeriodicCheckpoint)]
-    metrics = dict(epoch=torch.tensor(2), step=torch.tensor(3))  # after the 3rd epoch / 3rd iteration
-    assert periodic.format_checkpoint_name(metrics) == f'{plan.checkpoint_dir}/{name}'
-    assert periodic.format_checkpoint_name(metrics, 'last').endswith('/last.ckpt')
+    written, meta = _saved(plan, epoch=2, iteration=2)  # after the 3rd epoch / 3rd iteration
+    assert [w[0] for w in written] == [name, 'last.ckpt']
+    assert meta['hook_msgs']['last_ckpt'] == f'{plan.checkpoint_dir}/{name}'  # as mmcv's CheckpointHook
 
 
 def test_save_optimizer_false_keeps_a_whole_last_checkpoint(tiny_cfg):
-    from lit_mmdet.runtime.checkpoints import checkpoint_callbacks
     tiny_cfg.checkpoint_config = dict(interval=1, save_optimizer=False)
-    periodic, last = checkpoint_callbacks(resolve_run(tiny_cfg))[:2]
-    assert periodic.save_weights_only and not periodic.save_last
-    assert last.save_last and not last.save_weights_only and last.save_top_k == 0
+    written, _ = _saved(resolve_run(tiny_cfg), epoch=0, iteration=3)
+    assert written == [('epoch_1.ckpt', 'periodic', True), ('last.ckpt', 'last', False)]
+
+
+@pytest.mark.parametrize('checkpoint_config, by_epoch', [
+    (dict(interval=2), True), (dict(interval=2, save_last=False), True), (dict(interval=-1), True),
+    (dict(interval=2, max_keep_ckpts=1), True), (dict(interval=4), False), (dict(interval=4, save_last=False), False),
+    (dict(interval=3, max_keep_ckpts=2), False),
+])
+def test_checkpoint_schedule_is_mmcv_checkpoint_hook(tiny_cfg, tmp_path, checkpoint_config, by_epoch):
+    """Over a whole run, the periodic files written (and removed: max_keep_ckpts) are the ones mmcv's own
+    CheckpointHook saves (save_last: also the last epoch / iteration off the interval; mmcv's default
+    interval=-1 saves only that one); last.ckpt comes at every checkpoint point and after every epoch."""
+    import logging
+    from mmcv.runner import CheckpointHook
+    from lit_mmdet.runtime.checkpoints import CheckpointWriter
+    from lit_mmdet.runtime.runner_hooks import CheckpointSaver
+    tiny_cfg.checkpoint_config = dict(checkpoint_config, filename_tmpl='ckpt_{}.pth')
+    settings = RunSettings(work_dir=str(tmp_path), **({} if by_epoch else dict(max_iters=10)))
+    plan = resolve_run(tiny_cfg, settings=settings)
+    length = 5 if by_epoch else 10
+    runner = SimpleNamespace(inner_iter=0, max_epochs=length, max_iters=length, _max_epochs=length,
+                             _max_iters=length, rank=0, meta={}, work_dir=str(tmp_path / 'mmcv'),
+                             logger=logging.getLogger('test'))
+    theirs = []
+
+    def save_checkpoint(out_dir, filename_tmpl, **kwargs):  # mmcv's runner.save_checkpoint, recorded
+        name = filename_tmpl.format(runner.epoch + 1 if by_epoch else runner.iter + 1)
+        theirs.append(name)
+        open(os.path.join(out_dir, name), 'w').close()
+    runner.save_checkpoint = save_checkpoint
+    (tmp_path / 'mmcv').mkdir()
+    iteration_defaults = {} if by_epoch else dict(by_epoch=False)  # (IterBasedRunner.register_training_hooks)
+    mmcv_hook = CheckpointHook(**dict(checkpoint_config, filename_tmpl='ckpt_{}.pth', **iteration_defaults))
+    ours, kinds = [], []
+    writer = CheckpointWriter(str(tmp_path / 'lit'))
+    os.makedirs(writer.dirpath)
+
+    def write(trainer, name, kind, weights_only=False):
+        (ours if kind == 'periodic' else kinds).append(name)
+        open(os.path.join(writer.dirpath, name), 'w').close()
+        return os.path.join(writer.dirpath, name)
+    writer.write = write
+    writer.delete = lambda trainer, path: os.remove(path)
+    saver = CheckpointSaver(plan.checkpoint, writer, trainer=SimpleNamespace(is_global_zero=True))
+    for hook in (mmcv_hook, saver):
+        hook.before_run(runner)
+    for step in range(length):
+        runner.epoch, runner.iter = (step, step * 4) if by_epoch else (0, step)
+        for hook in (mmcv_hook, saver):
+            hook.after_train_epoch(runner) if by_epoch else hook.after_train_iter(runner)
+    assert ours == theirs and theirs  # the same files at the same points
+    assert sorted(os.listdir(tmp_path / 'mmcv')) == sorted(n for n in os.listdir(writer.dirpath) if n != 'last.ckpt')
+    assert kinds.count('last.ckpt') == (length if by_epoch else len(theirs) + (0 if theirs and
+                                                                              theirs[-1] == f'ckpt_{length}.pth' else 1))
+
+
+def test_save_best_skips_a_falsy_score_as_mmcv_eval_hook(tiny_cfg, tmp_path):
+    """An evaluation whose save_best key scores 0.0 (falsy) writes no best checkpoint, as mmcv's EvalHook
+    (``if self.save_best and key_score``); a later better score does."""
+    import logging
+    from lit_mmdet.runtime.checkpoints import CheckpointWriter
+    from lit_mmdet.runtime.record import RunRecord
+    from lit_mmdet.runtime.runner_hooks import lightning_eval_hook
+    from mmcv.runner import LogBuffer
+    tiny_cfg.evaluation = dict(interval=1, metric=['segm'], save_best='segm_mAP')
+    plan = resolve_run(tiny_cfg, settings=RunSettings(work_dir=str(tmp_path)))
+    record, written = RunRecord(), []
+    writer = CheckpointWriter(str(tmp_path))
+    writer.write = lambda trainer, name, kind, weights_only=False: written.append(name) or name
+    writer.delete = lambda trainer, path: None
+    hook = lightning_eval_hook(LOADER, plan.evaluation.hook_kwargs(True), False, record, writer,
+                               SimpleNamespace(val_dataloaders=None))
+    runner = SimpleNamespace(epoch=0, iter=4, rank=0, meta={}, work_dir=str(tmp_path), log_buffer=LogBuffer(),
+                             logger=logging.getLogger('test'))
+    hook.before_run(runner)
+    for epoch, score in enumerate([0.0, 0.2, 0.1, 0.3]):
+        runner.epoch = epoch
+        record.evaluation.metrics = record.evaluation.raw = dict(segm_mAP=score)
+        hook.fresh = True
+        hook.after_train_epoch(runner)
+    assert written == ['best_segm_mAP_epoch_2.ckpt', 'best_segm_mAP_epoch_4.ckpt']
+    assert runner.meta['hook_msgs']['best_score'] == 0.3 and runner.log_buffer.output['segm_mAP'] == 0.3
 
 
 @pytest.mark.parametrize('tmpl', ['epoch.pth', 'sub/epoch_{}.pth', 'e_{}_{}.pth'])
@@ -158,28 +260,48 @@ def test_invalid_loss_checked_every_interval_iterations(tiny_cfg, interval, stop
         assert torch.isnan(module.training_step({}, 0))
 
 
+def test_a_non_finite_loss_under_a_loss_scaler_is_skipped_not_fatal(tiny_cfg, caplog, tmp_path):
+    """mmcv's Fp16OptimizerHook (GradScaler) skips a step whose loss or gradients are not finite and trains
+    on: under a loss scaler lit_mmdet counts and says it, and lets the scaler skip the step (the scaler's
+    skip itself is tested against mmcv's hook in test_optimizer_hooks); without one, one line and a stop."""
+    import pytorch_lightning as pl
+    from lit_mmdet import LitDetector
+    from lit_mmdet.runtime.optimizer_hooks import fp16_precision
+    module = LitDetector(tiny_cfg)
+    nan = torch.tensor(float('nan'), requires_grad=True)
+    module.model.train_step = lambda batch, optimizer: dict(loss=nan, log_vars=dict(loss=float('nan')),
+                                                            num_samples=1)
+    module.log = module.log_dict = lambda *a, **k: None
+    module.trainer = pl.Trainer(accelerator='cpu', plugins=[fp16_precision(512., 'cpu')], logger=False,
+                                default_root_dir=str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert torch.isnan(module.training_step({}, 0))  # no error: the scaler skips the update
+    assert module.record.step.skipped == 2 and 'the loss scaler skips this step (2 skipped)' in caplog.text
+
+
 @pytest.mark.parametrize('backend, accelerator, expected', [
     ('nccl', 'gpu', 'nccl'), ('nccl', 'cpu', 'gloo'), ('gloo', 'gpu', 'gloo'), ('gloo', 'cpu', 'gloo')])
 def test_dist_params_backend(tiny_cfg, backend, accelerator, expected):
     tiny_cfg.dist_params = dict(backend=backend)
-    assert process_group_backend(tiny_cfg, accelerator) == expected
+    assert resolve_run(tiny_cfg).devices.process_group_backend(accelerator) == expected
 
 
 def test_dist_params_backend_reaches_the_ddp_strategy(tiny_cfg):
     from lit_mmdet.runtime.trainer import device_kwargs
     tiny_cfg.dist_params = dict(backend='gloo')
-    strategy = device_kwargs(RunSettings(accelerator='cpu', devices=2), tiny_cfg)['strategy']
+    strategy = device_kwargs(resolve_run(tiny_cfg, settings=RunSettings(accelerator='cpu', devices=2)).devices)['strategy']
     assert strategy.process_group_backend == 'gloo'
     tiny_cfg.dist_params = dict(backend='tcp')
     with pytest.raises(ConfigError, match='dist_params.backend'):
-        device_kwargs(RunSettings(accelerator='cpu', devices=2), tiny_cfg)
+        device_kwargs(resolve_run(tiny_cfg, settings=RunSettings(accelerator='cpu', devices=2)).devices)
 
 
 def test_log_level_and_cudnn_benchmark(tiny_cfg):
     tiny_cfg.log_level = 'debug'
     tiny_cfg.cudnn_benchmark = True
     plan = resolve_run(tiny_cfg, settings=RunSettings(accelerator='cpu'))
-    assert plan.log_level == 'DEBUG' and trainer_kwargs(plan)['benchmark'] is True
+    assert plan.log.level == 'DEBUG' and trainer_kwargs(plan)['benchmark'] is True
     tiny_cfg.log_level = 'LOUD'
     with pytest.raises(ConfigError, match="log_level='LOUD'"):
         resolve_run(tiny_cfg)

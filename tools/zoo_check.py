@@ -316,14 +316,14 @@ def run_lit(cfg: Any, work_dir: str, seed: int = SEED, out: Optional[dict] = Non
             self.losses: list[dict[str, float]] = []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.losses.append(_losses(pl_module.step_outputs['log_vars']))
+            self.losses.append(_losses(pl_module.record.step.outputs['log_vars']))
 
     recorder = RecordLosses()
     out = {} if out is None else out
     out.update(losses=recorder.losses, metrics={})
     result = train(copy.deepcopy(cfg), settings=RunSettings(work_dir=work_dir, accelerator='cpu', seed=seed),
                    enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
-    out['metrics'] = {k: float(v) for k, v in result.module.eval_metrics.items() if _numeric(v)}
+    out['metrics'] = {k: float(v) for k, v in result.module.record.evaluation.metrics.items() if _numeric(v)}
     return out
 
 

@@ -6,8 +6,8 @@ from typing import Any, Callable, Iterator
 
 from mmcv import Config, DictAction
 
-__all__ = ['config_dict', 'eval_hook_rule_keys', 'file2dict_wrapped', 'load_any_checkpoint',
-           'parse_option_value']
+__all__ = ['close_config_temporaries', 'config_dict', 'eval_hook_rule_keys', 'file2dict_wrapped',
+           'load_any_checkpoint', 'parse_option_value']
 
 
 def config_dict(cfg: Config) -> Any:
@@ -42,3 +42,19 @@ def load_any_checkpoint(path: str) -> dict:
     """mmcv's checkpoint loader for ``open-mmlab://``, ``http(s)://``, ``s3://``, ... paths."""
     from mmcv.runner.checkpoint import _load_checkpoint
     return _load_checkpoint(path, map_location='cpu')
+
+
+def close_config_temporaries(exc: BaseException) -> None:
+    """Close the temporary config copies that mmcv's ``Config._file2dict`` left open in the frames of
+    a failed load, before its temporary folder goes (otherwise the file's finaliser prints a
+    ``FileNotFoundError`` traceback at exit: the folder was removed first)."""
+    import tempfile
+    tb = exc.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if isinstance(value, tempfile._TemporaryFileWrapper):  # NamedTemporaryFile
+                try:
+                    value.close()  # (marks it closed; its folder is already gone)
+                except OSError:
+                    pass
+        tb = tb.tb_next

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from typing import Callable, Optional, Sequence, Union
@@ -35,14 +36,47 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                         help='Lightning devices: a count, a list "0,1" or auto (DDP when > 1)')
 
 
+#: mmdet's ``tools/train.py`` flags that lit_mmdet spells otherwise (or leaves to Lightning).
+MMDET_FLAGS = {
+    'launcher': 'lit_mmdet starts the processes itself (Lightning; torchrun and srun are detected): use --gpus N, '
+                '--devices N, --num-nodes N',
+    'gpu_id': 'use --gpus N or --devices 0,1', 'gpu_ids': 'use --gpus N or --devices 0,1',
+    'resume_from': 'use --resume PATH', 'auto_resume': 'use --resume auto',
+    'diff_seed': 'lit_mmdet gives every rank rank 0\'s seed, as mmdet does without --diff-seed; --diff-seed is not '
+                 'supported', 'options': 'use --cfg-options (mmdet\'s old --options)', 'local_rank': 'torchrun\'s '
+                 'LOCAL_RANK is read from the environment; drop --local_rank',
+}
+
+
+def _flag_typo(parser: argparse.ArgumentParser, key: str) -> Optional[str]:
+    """The line for ``--key`` when it is a flag misspelt (``--max_epochs``) or mmdet's own."""
+    flags = sorted(o for action in parser._actions for o in action.option_strings if o.startswith('--'))
+    spelled = '--' + key.replace('_', '-')
+    if spelled in flags:
+        return f'--{key}: did you mean {spelled}?'
+    hint = MMDET_FLAGS.get(key.replace('-', '_'))
+    if hint:
+        return f"--{key} is mmdet's tools/train.py flag: {hint}"
+    if '.' not in key:
+        close = difflib.get_close_matches(spelled, flags, n=1, cutoff=0.8)
+        if close:
+            return f'--{key}: did you mean {close[0]}?'
+    return None
+
+
 def config_key_arguments(parser: argparse.ArgumentParser, extra: Sequence[str]) -> list[str]:
     """``--a.b.c=value`` (or ``--a.b.c value``) arguments, as ``wandb agent`` passes a sweep's
-    parameters (``${args}``), -> ``--cfg-options`` items ``a.b.c=value`` (same semantics).
-    Anything else left over is argparse's usual error."""
+    parameters (``${args}``), -> ``--cfg-options`` items ``a.b.c=value`` (same semantics; that
+    the config has each key is checked once it is loaded: :func:`~lit_mmdet.config.check_keys_exist`).
+    A misspelt flag (``--max_epochs``) or one of mmdet's ``tools/train.py`` is a one-line error naming
+    the right one; anything else left over is argparse's usual error."""
     options, rest = [], list(extra)
     while rest:
         arg = rest.pop(0)
         key, eq, value = arg[2:].partition('=') if arg.startswith('--') else ('', '', '')
+        typo = _flag_typo(parser, key) if key else None
+        if typo:
+            parser.error(typo)
         if not key or not all(part.isidentifier() or part.isdigit() for part in key.split('.')):
             parser.error(f'unrecognized arguments: {arg} (config keys as --a.b.c=value, e.g. --optimizer.lr=0.01)')
         if not eq:
@@ -62,9 +96,15 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
     mmcv's per-parameter ``init_weights`` report (hundreds of INFO lines) and Lightning's start-up
     information are kept off the console unless ``--debug``; warnings still show.
     """
+    def one_line_error(message: str) -> None:  # argparse's error, without the usage block above it
+        print(f'{parser.prog}: error: {message}', file=sys.stderr)
+        raise SystemExit(2)
+    parser.error = one_line_error  # type: ignore[method-assign]
     if config_keys:  # train.py: sweeps pass config keys as arguments
         args, extra = parser.parse_known_args(argv)
-        args.cfg_options = (args.cfg_options or []) + config_key_arguments(parser, extra) or None
+        items = config_key_arguments(parser, extra)
+        args.config_keys = [item.split('=', 1)[0] for item in items]
+        args.cfg_options = (args.cfg_options or []) + items or None
     else:
         args = parser.parse_args(argv)
     if not getattr(args, 'debug', False):

@@ -16,7 +16,7 @@ __all__ = ['main']
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..models.checkpoint import export_mmdet_checkpoint
+    from ..models.export import export_mmdet_checkpoint
 
     out, config = export_mmdet_checkpoint(args.checkpoint, args.out, trust=args.trust_checkpoint)
     print(f'wrote {out} and {config}')

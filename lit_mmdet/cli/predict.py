@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import mmcv
 
-    from ..models.checkpoint import load_detector
+    from ..models.export import load_detector
     from ..results import coco_records, collect_images, format_result
     from ..visualization import save_prediction_png
 

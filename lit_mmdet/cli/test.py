@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import os.path as osp
@@ -42,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import parse_cfg_options
     from ..data import MMDetDataModule
-    from ..models.checkpoint import load_detector
-    from ..plan import RunSettings
+    from ..models.export import load_detector
     from ..runtime.trainer import device_kwargs
 
     options = parse_cfg_options(args.cfg_options)
@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         options['evaluation.metric'] = list(args.metrics)
     model = load_detector(args.config, args.checkpoint, options or None, trust=args.trust_checkpoint)
     work_dir = args.work_dir or _default_work_dir(args.config, args.checkpoint)
-    devices = device_kwargs(RunSettings(gpus=args.gpus, accelerator=args.accelerator, devices=args.devices),
-                            model.cfg)
+    devices = device_kwargs(dataclasses.replace(model.plan.devices, gpus=args.gpus, accelerator=args.accelerator,
+                                                devices=args.devices))
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, use_distributed_sampler=False,
                          default_root_dir=work_dir, **devices)
     (metrics,) = trainer.test(model, datamodule=MMDetDataModule(model.plan), verbose=False)
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         with open(path, 'w') as f:
             json.dump(dict(config=args.config, checkpoint=args.checkpoint, metrics=metrics), f, indent=2)
         if args.out:
-            mmcv.dump(model.results, args.out)
+            mmcv.dump(model.record.evaluation.results, args.out)
         print(', '.join(f'{k}={v:.4f}' for k, v in sorted(metrics.items())))
         print(f'metrics written to {path}' + (f', results to {args.out}' if args.out else ''))
     return 0

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed', type=int, help='random seed (default: cfg.seed or a random one)')
     parser.add_argument('--deterministic', action='store_true',
                         help='deterministic algorithms (cudnn.deterministic, warn otherwise)')
+    parser.add_argument('--no-validate', dest='validate', action='store_false',
+                        help="no evaluation during training (mmdet's --no-validate)")
     parser.add_argument('--fast-dev-run', type=int, default=0, metavar='N',
                         help='run N train/val batches only (a smoke test)')
     parser.add_argument('--dry-run', action='store_true',
@@ -71,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
     """The parsed flags as the run's :class:`~lit_mmdet.plan.RunSettings`."""
-    from ..plan import RunSettings
-    from ..runtime.loggers import WandbOptions
+    from ..plan import RunSettings, WandbOptions
 
     return RunSettings(
         work_dir=args.work_dir, max_epochs=args.max_epochs, max_iters=args.max_iters, seed=args.seed,
@@ -80,7 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         sync_bn=args.sync_bn, precision=args.precision, fast_dev_run=args.fast_dev_run or False,
         wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_name),
-        pin_memory=args.pin_memory, persistent_workers=args.persistent_workers)
+        pin_memory=args.pin_memory, persistent_workers=args.persistent_workers, validate=args.validate)
 
 
 def speed_cfg_options(args: argparse.Namespace) -> list[str]:
@@ -90,8 +91,11 @@ def speed_cfg_options(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import check_keys_exist, load_config
     from ..training import dry_run, train
 
+    if getattr(args, 'config_keys', None):  # --a.b.c=value: keys the config has (a new one: --cfg-options)
+        check_keys_exist(load_config(args.config), args.config_keys, args.config)
     args.cfg_options = (args.cfg_options or []) + speed_cfg_options(args) or None
     if args.dry_run:
         dry_run(args.config, args.cfg_options, settings_from_args(args))

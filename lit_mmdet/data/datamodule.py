@@ -18,17 +18,15 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch.distributed as dist
-from mmcv import Config
 from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
-from mmdet.utils import compat_cfg
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from ..config import ConfigLike, load_config
+from ..config import ConfigLike
 from ..errors import ConfigError, unknown_type_error
 from .bad_images import guard_images
 from .batch import PinnableCollate
-from .samplers import WorkerInit, resumable_loader
+from .samplers import WORKER_RNG, WorkerInit, resumable_loader
 
 if TYPE_CHECKING:
     from ..plan import RunPlan
@@ -70,10 +68,10 @@ def _check_paths(split_cfg: Any, where: str) -> None:
         raise ConfigError(f"{where}.img_prefix '{prefix}' is not a folder; fix the path (or data_root)")
 
 
-def check_data_paths(cfg: Any, splits: tuple[str, ...] = ('train', 'val')) -> None:
+def check_data_paths(spec: Any, splits: tuple[str, ...] = ('train', 'val')) -> None:
     """Every ``ann_file`` / ``img_prefix`` of ``data.<split>`` exists: a wrong path fails in seconds,
-    before any model is built (one-line ``ConfigError``)."""
-    data = cfg.get('data') or {}
+    before any model is built (one-line ``ConfigError``). ``spec``: the plan's ``DataSpec``."""
+    data = spec.cfg
     for split in splits:
         split_cfg = data.get(split)
         for i, part in enumerate(split_cfg if isinstance(split_cfg, (list, tuple)) else [split_cfg]):
@@ -105,43 +103,35 @@ class MMDetDataModule(pl.LightningDataModule):
     """Datasets and loaders of an mmdet 2.x config.
 
     Args:
-        config: The run's :class:`~lit_mmdet.plan.RunPlan` (its config and seed), or a config
-            path, mmcv ``Config`` or config dict (read, never changed).
+        config: The run's :class:`~lit_mmdet.plan.RunPlan` (its ``data`` and seed), or a config
+            path, mmcv ``Config`` or config dict (resolved, never changed).
         seed: Seed for the samplers and worker init (mmdet's ``cfg.seed``); defaults
-            to the plan's / ``cfg.seed``.
+            to the plan's.
 
     Attributes:
-        cfg: The config after mmdet's ``compat_cfg`` (loader args under
-            ``data.{train,val,test}_dataloader``).
+        data_cfg: ``data`` after mmdet's ``compat_cfg`` (loader args under ``<split>_dataloader``).
     """
 
     def __init__(self, config: Union['RunPlan', ConfigLike], seed: Optional[int] = None) -> None:
         super().__init__()
-        from ..plan import RunPlan
-        if isinstance(config, RunPlan):
-            cfg, seed = config.cfg, config.seed if seed is None else seed
-        else:
-            cfg = config if isinstance(config, Config) else load_config(config)
-        data = cfg.get('data') or {}
-        for split in ('train', 'val', 'test'):  # mmdet's compat_cfg needs all three
-            if split not in data:
-                raise ConfigError(f'config has no data.{split}; mmdet 2.x configs need data.train, '
-                                  f'data.val and data.test, e.g. data=dict({split}=dict(type=..., '
-                                  f'ann_file=..., img_prefix=..., pipeline=...))')
-        self.cfg = compat_cfg(cfg)  # a copy: the plan's config stays as resolved
-        self.seed = seed if seed is not None else self.cfg.get('seed')
+        from ..plan import RunPlan, resolve_run
+        plan = config if isinstance(config, RunPlan) else resolve_run(config)
+        self.spec = plan.data
+        self.data_cfg = plan.data.cfg
+        self.seed = seed if seed is not None else plan.data.seed
         #: ``data.skip_bad_images``: skip (and count) unreadable training images instead of stopping.
-        self.skip_bad_images = bool(self.cfg.data.get('skip_bad_images', False))
+        self.skip_bad_images = plan.data.skip_bad_images
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.test_dataset: Any = None
         self._train_order: Optional[dict] = None
+        self._worker_rng: Any = None
 
     # ------------------------------------------------------------------ datasets
     def _eval_dataset(self, split: str) -> Any:
-        data = self.cfg.data
+        data = self.data_cfg
         split_cfg = copy.deepcopy(data[split])
-        if data.get(f'{split}_dataloader', {}).get('samples_per_gpu', 1) > 1:
+        if (data.get(f'{split}_dataloader') or {}).get('samples_per_gpu', 1) > 1:
             split_cfg.pipeline = replace_ImageToTensor(split_cfg.pipeline)
         return guard_images(_build_dataset(split_cfg, f'data.{split}', dict(test_mode=True)), f'data.{split}')
 
@@ -149,7 +139,7 @@ class MMDetDataModule(pl.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, 'fit'):
             if self.train_dataset is None:
-                self.train_dataset = guard_images(_build_dataset(self.cfg.data.train, 'data.train'),
+                self.train_dataset = guard_images(_build_dataset(self.data_cfg.train, 'data.train'),
                                                   'data.train', skip=self.skip_bad_images)
         if stage in (None, 'fit', 'validate') and self.val_dataset is None:
             self.val_dataset = self._eval_dataset('val')
@@ -160,7 +150,7 @@ class MMDetDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Any, split: str, **defaults: Any) -> DataLoader:
         """mmdet's ``build_dataloader``: train_detector's defaults, then ``data.<split>_dataloader``."""
         args = dict(defaults, dist=_distributed(), persistent_workers=False)
-        args.update(self.cfg.data.get(f'{split}_dataloader', {}))
+        args.update(self.spec.loader_args(split))
         if args['workers_per_gpu'] == 0:
             args['persistent_workers'] = False
         loader = build_dataloader(dataset, **args)
@@ -172,7 +162,7 @@ class MMDetDataModule(pl.LightningDataModule):
     def _train_loader(self, dataset: Any, runner_type: Optional[str] = None) -> DataLoader:
         """mmdet's training loader for the config's runner: ``IterBasedRunner`` configs get mmdet's
         endless ``InfiniteGroupBatchSampler`` (one order for the whole run), others its epoch samplers."""
-        runner_type = runner_type or (self.cfg.get('runner') or {}).get('type', 'EpochBasedRunner')
+        runner_type = runner_type or self.spec.runner_type
         return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
                             runner_type=runner_type)
 
@@ -180,6 +170,19 @@ class MMDetDataModule(pl.LightningDataModule):
         """The next training loader continues an interrupted epoch (``ResumeState`` hands the
         checkpoint's sampler state over before Lightning builds the loader)."""
         self._train_order = state
+
+    @override
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A training batch's worker RNG state (for exact resume) comes off the batch here, before
+        hooks see it (``runner.data_batch`` is mmcv's collated batch, nothing more)."""
+        if isinstance(batch, dict) and WORKER_RNG in batch:
+            self._worker_rng = batch.pop(WORKER_RNG)
+        return batch
+
+    def take_worker_rng(self) -> Any:
+        """The worker RNG state of the batch in progress (once), or None."""
+        rng, self._worker_rng = self._worker_rng, None
+        return rng
 
     @override
     def train_dataloader(self) -> DataLoader:
@@ -196,8 +199,8 @@ class MMDetDataModule(pl.LightningDataModule):
     def workflow_val_dataloader(self) -> DataLoader:
         """``workflow=[('train', n), ('val', m)]``: ``data.val`` with the training pipeline (mmdet's
         tools/train.py), loaded as the training set is (mmdet's ``train_detector``)."""
-        val_cfg = copy.deepcopy(self.cfg.data.val)
-        train = self.cfg.data.train
+        val_cfg = copy.deepcopy(self.data_cfg.val)
+        train = self.data_cfg.train
         val_cfg.pipeline = train.get('pipeline', train.get('dataset', {}).get('pipeline'))
         dataset = guard_images(_build_dataset(val_cfg, 'data.val'), 'data.val')
         return self._train_loader(dataset, 'EpochBasedRunner')  # a val phase runs with EpochBasedRunner only

@@ -1,68 +1,40 @@
 """``LitDetector``: an mmdet 2.x detector as a LightningModule.
 
-Loss and inference stay mmdet's: ``training_step`` is the detector's own
-``train_step`` (forward with ``return_loss=True`` + ``_parse_losses``),
-validation and test are mmdet's ``simple_test`` path (``return_loss=False,
-rescale=True``) followed by ``dataset.evaluate``. The optimizer is mmdet's
-``build_optimizer``; ``optimizer_config.grad_clip`` is mmcv's ``clip_grad_norm_`` call and
-``cumulative_iters`` mmcv's gradient accumulation (``runtime/optimizer_hooks.py``).
+Loss and inference stay mmdet's: ``training_step`` is the detector's own ``train_step`` (through
+mmcv's wrapper API: the batch arrives as mmcv collated it and is scattered there), validation and
+test are mmdet's ``simple_test`` path (``return_loss=False, rescale=True``) followed by
+``dataset.evaluate``. The optimizer is mmdet's ``build_optimizer``; ``optimizer_config.grad_clip``
+is mmcv's ``clip_grad_norm_`` call and ``cumulative_iters`` mmcv's gradient accumulation.
 
-Everything mmcv's runner did for a run that Lightning lets a module own comes from
-:meth:`LitDetector.configure_callbacks`, whatever Trainer runs it: the hook driver (LR/momentum
-schedules and every ``custom_hooks`` entry), the checkpoints of ``checkpoint_config`` /
-``evaluation.save_best``, exact-resume state with SIGTERM handling, validation images,
-skipped-image counts and, under DDP, every rank stopping when one fails.
+Everything mmcv's runner did for a run comes from :meth:`LitDetector.configure_callbacks`
+(:func:`lit_mmdet.runtime.assembly.run_callbacks`), whatever Trainer runs the module.
 """
 from __future__ import annotations
 
-import copy
-import itertools
 import logging
 import math
 import os.path as osp
-import time
 from typing import Any, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from mmcv import Config
 from mmdet.core import build_optimizer
 from torch.nn.utils import clip_grad_norm_
-
 from typing_extensions import override
 
-from ..adapters.lightning import writes_logs
-from ..config import ConfigLike, to_container
-from ..data.batch import unwrap_batch
-from ..data.samplers import WORKER_RNG
-from ..errors import ConfigError, TrainingError, unknown_type_error
-from ..evaluation import encode_results, evaluate, gather_results
-from ..plan import CARRIED_HOOKS, RunPlan, resolve_run
-from ..results import collect_images, format_result
-from ..runtime.optimizer_hooks import GradientAccumulation
-from ..runtime.callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, ResumeState, SkippedImagesLog
-from ..runtime.checkpoints import checkpoint_callbacks, last_checkpoint_note
-from ..runtime.hook_driver import HookDriver, build_hooks
-from ..runtime.rank_failure import RankFailures
-from ..runtime.speed import apply_speed_switches, fused_optimizer_cfg, to_channels_last
-from ..runtime.text_log import MmcvTextLog, text_logger_hook
-from .builder import build_model, check_num_classes
+from ..config import ConfigLike
+from ..data.parallel import DetectorWrapper
+from ..errors import TrainingError, unknown_type_error
+from ..evaluation import encode_results, evaluate_on_rank0, gather_results
+from ..plan import RunPlan, resolve_run
+from ..runtime.assembly import (PendingState, RunRecord, accumulation_for, channels_last_batch, last_note,
+                                optimizer_cfg, run_callbacks, speed_up)
+from .builder import build_model
+from .inference import infer, predict
 
-__all__ = ['LitDetector', 'scaled_lr']
+__all__ = ['LitDetector']
 
 log = logging.getLogger(__name__)
-
-
-def scaled_lr(cfg: Config, world_size: int) -> float:
-    """``optimizer.lr`` after mmdet's ``auto_scale_lr`` rule for ``world_size`` processes."""
-    lr = cfg.optimizer.lr
-    auto = cfg.get('auto_scale_lr') or {}
-    if not auto.get('enable', False) or auto.get('base_batch_size') is None:
-        return lr
-    data = cfg.data
-    per_gpu = data.get('train_dataloader', {}).get('samples_per_gpu', data.get('samples_per_gpu', 2))
-    return lr * (world_size * per_gpu) / auto['base_batch_size']
 
 
 class LitDetector(pl.LightningModule):
@@ -73,41 +45,40 @@ class LitDetector(pl.LightningModule):
             config dict (as stored in this module's checkpoints, so ``load_from_checkpoint`` needs
             no file), resolved with :func:`~lit_mmdet.plan.resolve_run`.
         cfg_options: ``--cfg-options`` style overrides (``['optimizer.lr=0.01']``).
+        init_weights: Initialise the weights as mmdet's ``tools/train.py`` (False when a checkpoint
+            replaces them all, as mmdet's ``init_detector``).
 
     Attributes:
         plan: The run's :class:`~lit_mmdet.plan.RunPlan`.
-        cfg: ``plan.cfg``, the final mmcv ``Config`` (neck ``in_channels`` filled in).
         model: The mmdet detector from ``build_detector``.
-        hook_driver: The run's :class:`~lit_mmdet.runtime.hook_driver.HookDriver` while fitting;
-            ``hook_driver.runner`` is what mmcv hooks see as ``runner``.
+        record: What the run's callbacks read (step outputs, the last evaluation's metrics and results).
     """
 
     def __init__(self, config: Union[RunPlan, ConfigLike, Mapping[str, Any]],
-                 cfg_options: Optional[Sequence[str]] = None) -> None:
+                 cfg_options: Optional[Sequence[str]] = None, init_weights: bool = True) -> None:
         super().__init__()
         self.plan = resolve_run(config, cfg_options)
-        self.cfg = self.plan.cfg
-        self.model = build_model(self.cfg)
-        self.model.cfg = self.cfg  # as mmdet's init_detector: inference_detector reads it
-        apply_speed_switches(self.model, self.plan.speed)  # channels_last / compile: backbone and neck
-        self.save_hyperparameters({'config': to_container(self.cfg)})
-        self.hook_driver: Optional[HookDriver] = None
-        #: The last ``train_step`` outputs (mmcv's ``runner.outputs`` for hooks).
-        self.step_outputs: Optional[dict] = None
+        self.model = build_model(self.plan.model, init_weights=init_weights)
+        self.model.cfg = self.plan.config_copy()  # as mmdet's init_detector: inference_detector reads it
+        speed_up(self.model, self.plan.speed)  # channels_last / compile: backbone and neck
+        self.save_hyperparameters({'config': dict(self.plan.config_dict)})
+        self.record = RunRecord()
+        self.pending_state = PendingState()
         self._eval_results: list = []
-        #: Results of the last validation/test epoch, all ranks gathered in dataset order (rank 0;
-        #: other ranks hold none, as under mmdet's ``collect_results_cpu``).
-        self.results: list = []
-        #: The metrics of the last evaluation, in ``dataset.evaluate``'s order (every rank); empty
-        #: when mmdet's evaluation returned none (e.g. no detections).
-        self.eval_metrics: dict[str, float] = {}
-        self._grad_norm: Optional[torch.Tensor] = None
-        self._accumulation: Optional[GradientAccumulation] = None
-        self._pending_state: dict[str, torch.Tensor] = {}
-        self._meta: Optional[dict] = None
+        self._accumulation: Any = None
         #: The name of mmcv's log files (``<work_dir>/<timestamp>.log``); None: when training starts.
         self.log_timestamp: Optional[str] = None
-        self._iter_start = self._iter_end = time.perf_counter()
+        # mmcv's model wrapper (not a submodule: the detector's weights have one owner)
+        self.__dict__['runner_model'] = DetectorWrapper(
+            self.model, after_scatter=channels_last_batch if self.plan.speed.channels_last else None)
+
+    @property
+    def cfg(self) -> Any:
+        """The plan's final mmcv ``Config`` (what was dumped to the work dir)."""
+        return self.plan.cfg
+
+    def _wrapped(self) -> DetectorWrapper:
+        return self.__dict__['runner_model']
 
     @override
     def setup(self, stage: str) -> None:
@@ -122,71 +93,44 @@ class LitDetector(pl.LightningModule):
 
     @override
     def on_train_start(self) -> None:
-        """mmdet's NumClassCheckHook when the config lists it, before the first step (after the hook
-        driver's ``before_run``)."""
-        if self.plan.num_class_check:
-            loader = self.trainer.train_dataloader
-            dataset = getattr(loader, 'dataset', None)
-            classes = getattr(dataset, 'CLASSES', None) or self.model.CLASSES
-            check_num_classes(self.model, classes, 'data.train')
-        self._accumulation = self._gradient_accumulation()
+        self._accumulation = accumulation_for(self.plan.optimizer, self.trainer, self.model)
 
-    def _gradient_accumulation(self) -> Optional[GradientAccumulation]:
-        """``cumulative_iters`` over this run, with the warnings of mmcv's hook."""
-        cumulative_iters = self.plan.optimizer_hook.cumulative_iters
-        if cumulative_iters == 1:
-            return None
-        if self.global_step % cumulative_iters:
-            log.warning('resumed at iteration %d, inside a group of cumulative_iters=%d: the gradients of its '
-                        'first iterations were not checkpointed, so this group steps with fewer (as under mmcv)',
-                        self.global_step, cumulative_iters)
-        if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in self.model.modules()):
-            log.warning('GradientCumulativeOptimizerHook may slightly decrease performance if the model has '
-                        'BatchNorm layers.')
-        return GradientAccumulation(cumulative_iters, self.hook_driver.runner.max_iters)
-
-    # ------------------------------------------------------------------ batches
     @override
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Unwrap mmcv DataContainers; tensors go to ``device``, ``cpu_only`` data stays
-        (``speed.channels_last``: images in NHWC order)."""
-        batch = unwrap_batch(batch, device)
-        if self.plan.speed.channels_last and isinstance(batch, dict) and 'img' in batch:
-            img = batch['img']
-            batch['img'] = [to_channels_last(i) for i in img] if isinstance(img, list) else to_channels_last(img)
+        """The batch stays as mmcv's collate made it: the model wrapper scatters it (as mmcv's)."""
         return batch
 
     @override
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.model(*args, **kwargs)
+        return self._wrapped()(*args, **kwargs)
 
     # ----------------------------------------------------------------- training
-    def _writes_logs(self) -> bool:
-        """Whether Lightning writes this step's logs (every ``log_every_n_steps``).
-
-        ``self.log`` turns each value into a tensor and stores it (~1 ms per key on CPU), so the
-        loss terms are only logged on the steps that reach the loggers: the same CSV rows.
-        """
-        return True if self._trainer is None else writes_logs(self.trainer)
-
     @override
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        batch.pop(WORKER_RNG, None)  # (ResumeState takes it first)
-        outputs = self.step_outputs = self.model.train_step(batch, None)
-        batch_size = outputs['num_samples']
-        log_vars = outputs['log_vars']
-        if (self.global_step + 1) % self.plan.invalid_loss_interval == 0 and not math.isfinite(log_vars['loss']):
-            self._stop_on_invalid_loss(log_vars)  # mmdet already made it a float: no extra sync
-        self.log('train/loss', log_vars['loss'], prog_bar=True, batch_size=batch_size)
-        if self._writes_logs():
-            metrics = {f'train/{k}': v for k, v in log_vars.items() if k != 'loss'}
-            if self._trainer is not None and self.trainer.optimizers:
-                # the LR this step uses (set by the schedule callback), as mmcv's TextLoggerHook logs it
-                metrics['train/lr'] = self.trainer.optimizers[0].param_groups[0]['lr']
-            self.log_dict(metrics, batch_size=batch_size)
+        outputs = self.record.step.outputs = self._wrapped().train_step(batch, None)
+        self.record.step.grad_norm = None
+        loss = outputs['loss']
+        if (self.global_step + 1) % self.plan.invalid_loss_interval == 0 and not math.isfinite(outputs['log_vars']['loss']):
+            self._invalid_loss(outputs['log_vars'])
+        self.log('train/loss', outputs['log_vars']['loss'], prog_bar=True, logger=False,
+                 batch_size=outputs['num_samples'])
         if self._accumulation is not None:
-            return outputs['loss'] / self._accumulation.loss_factor(self.global_step)
-        return outputs['loss']
+            return loss / self._accumulation.loss_factor(self.global_step)
+        return loss
+
+    def _invalid_loss(self, log_vars: Mapping[str, float]) -> None:
+        """mmdet's CheckInvalidLossHook (every ``interval`` iterations; every one when not listed),
+        before the update: stop, say where. Under a loss scaler the step is skipped instead, as mmcv's
+        ``Fp16OptimizerHook`` (GradScaler) skips it: counted and said."""
+        terms = ', '.join(f'{k}={v:.4g}' for k, v in log_vars.items() if k.startswith('loss'))
+        if self._trainer is not None and getattr(self.trainer.precision_plugin, 'scaler', None) is not None:
+            self.record.step.skipped += 1
+            log.warning('iteration %d: the loss is not finite (%s); the loss scaler skips this step (%d skipped)',
+                        self.global_step, terms, self.record.step.skipped)
+            return
+        raise TrainingError(f'iteration {self.global_step} (epoch {self.current_epoch}): the loss is not '
+                            f'finite ({terms}); this step was not applied and {last_note(self.plan.last_checkpoint)}; '
+                            f'lower optimizer.lr, set optimizer_config.grad_clip or check the data, then --resume auto')
 
     @override
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
@@ -203,155 +147,43 @@ class LitDetector(pl.LightningModule):
         if self._accumulation is None or self._accumulation.starts_group(self.global_step):
             optimizer.zero_grad()
 
-    def _stop_on_invalid_loss(self, log_vars: Mapping[str, float]) -> None:
-        """mmdet's CheckInvalidLossHook (every ``interval`` iterations; every one when not listed),
-        before the update: stop, say where."""
-        terms = ', '.join(f'{k}={v:.4g}' for k, v in log_vars.items() if k.startswith('loss'))
-        kept = last_checkpoint_note(self.plan.last_checkpoint)
-        raise TrainingError(f'iteration {self.global_step} (epoch {self.current_epoch}): the loss is not '
-                            f'finite ({terms}); this step was not applied and {kept}; lower optimizer.lr, '
-                            f'set optimizer_config.grad_clip or check the data, then --resume auto')
-
     @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer_cfg = self.cfg.optimizer.copy()
-        optimizer_cfg['lr'] = scaled_lr(self.cfg, self.trainer.world_size if self._trainer else 1)
-        if self.plan.speed.fused_optimizer:
-            scaled = self._trainer is not None and getattr(self.trainer.precision_plugin, 'scaler', None) is not None
-            clipped = (self.cfg.get('optimizer_config') or {}).get('grad_clip') is not None
-            optimizer_cfg = fused_optimizer_cfg(optimizer_cfg, allow_fused=not (scaled and clipped))
+        cfg = optimizer_cfg(self.plan, self.trainer if self._trainer is not None else None)
         try:
-            return build_optimizer(self.model, optimizer_cfg)
+            return build_optimizer(self.model, cfg)
         except KeyError as exc:
             raise unknown_type_error(exc, 'optimizer') or exc from None
-
-    @override
-    def configure_callbacks(self) -> list[pl.Callback]:
-        """What mmcv's runner did for the run, whatever Trainer runs this module (see the module
-        docstring). Checkpoint callbacks replace the Trainer's own ``ModelCheckpoint``; a Trainer
-        built with ``enable_checkpointing=False`` gets none."""
-        plan, fitting = self.plan, self.trainer.state.fn == 'fit'
-        wandb = plan.wandb
-        callbacks: list[pl.Callback] = [EvalImages(wandb.num_eval_images if wandb else 8,
-                                                   wandb.bbox_score_thr if wandb else 0.3,
-                                                   out_dir=osp.join(plan.work_dir, 'plots', 'predictions'))]
-        if not fitting:
-            return callbacks
-        cfg = self.cfg
-        custom_hooks = [h for h in cfg.get('custom_hooks') or []
-                        if not (isinstance(h, dict) and h.get('type') in CARRIED_HOOKS)]  # the plan's
-        hooks = build_hooks(cfg.get('lr_config'), cfg.get('momentum_config'), custom_hooks)
-        self.hook_driver = HookDriver(hooks, by_epoch=plan.by_epoch, work_dir=plan.work_dir,
-                                      log_interval=plan.log_interval, workflow=plan.workflow, meta=self._runner_meta)
-        callbacks += [self.hook_driver, SkippedImagesLog(), RankFailures(plan.work_dir, plan.last_checkpoint),
-                      MmcvTextLog(text_logger_hook(cfg.get('log_config'), plan.by_epoch), plan.work_dir,
-                                  self._runner_meta, timestamp=self.log_timestamp)]
-        if not plan.evaluation.plain:
-            callbacks.append(EvalSchedule(plan.evaluation, plan.by_epoch))
-        if plan.evaluation.enabled and plan.evaluation.broadcast_bn_buffer:
-            callbacks.append(BatchNormBroadcast())
-        if plan.early_stopping is not None and plan.evaluation.enabled:
-            from pytorch_lightning.callbacks import EarlyStopping
-            stop = plan.early_stopping
-            callbacks.append(EarlyStopping(
-                monitor=f'val/{stop.monitor}', mode=stop.mode, min_delta=stop.min_delta, patience=stop.patience,
-                strict=stop.strict, check_finite=stop.check_finite, stopping_threshold=stop.stopping_threshold,
-                check_on_train_epoch_end=False))
-        if self.trainer.checkpoint_callback is not None:
-            callbacks += checkpoint_callbacks(plan)
-        return callbacks + [ResumeState(plan.last_checkpoint)]
-
-    def _runner_meta(self) -> dict:
-        """mmcv's ``runner.meta`` as mmdet's ``tools/train.py`` fills it (made once: ``collect_env`` and
-        the config's formatting take a second)."""
-        if self._meta is None:
-            from mmdet.utils import collect_env
-            env_info = '\n'.join(f'{k}: {v}' for k, v in collect_env().items())
-            self._meta = dict(env_info=env_info, config=self.plan.config_text, seed=self.plan.seed,
-                              exp_name=self.plan.name)
-        return self._meta
-
-    @override
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Model state that hooks create in ``before_run`` (EMA copies, ``model.ema_*`` buffers) waits
-        in :meth:`load_pending_state` until they have run; for evaluation it is dropped (the
-        checkpoint's weights are what mmdet evaluates: EMA after an epoch)."""
-        own = set(self.state_dict())
-        state = checkpoint.get('state_dict', {})
-        fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
-        held = [k for k in state if k not in own and k.startswith('model.' if fitting else 'model.ema_')]
-        self._pending_state = {k: state.pop(k) for k in held} if fitting else {}
-        for key in held:
-            state.pop(key, None)
-
-    def load_pending_state(self) -> None:
-        """Load the checkpoint state :meth:`on_load_checkpoint` held back, now that the hooks'
-        ``before_run`` created it; what still has no place is an error naming the keys."""
-        pending, self._pending_state = self._pending_state, {}
-        if not pending:
-            return
-        own = self.state_dict()
-        unknown = sorted(k for k in pending if k not in own)
-        if unknown:
-            raise ConfigError(f'the checkpoint holds {len(unknown)} weights this model does not have '
-                              f'({unknown[:5]}...); resume with the config it was trained with')
-        self.load_state_dict(pending, strict=False)
 
     @override
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
                                     gradient_clip_val: Optional[float] = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
         """``optimizer_config.grad_clip`` exactly as mmcv's ``OptimizerHook.clip_grads``."""
-        grad_clip = (self.cfg.get('optimizer_config') or {}).get('grad_clip')
+        grad_clip = self.plan.optimizer.grad_clip
         if grad_clip is None:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
         params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
         if params:
-            self._grad_norm = clip_grad_norm_(params, **grad_clip)
+            self.record.step.grad_norm = float(clip_grad_norm_(params, **grad_clip))
 
     @override
-    def on_train_epoch_start(self) -> None:
-        self._iter_end = time.perf_counter()
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """What mmcv's runner did for the run, whatever Trainer runs this module."""
+        return run_callbacks(self.plan, self.record, self.pending_state, self.trainer, self._wrapped,
+                             timestamp=self.log_timestamp)
 
     @override
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._iter_start = time.perf_counter()
-
-    @override
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Grad norm (with ``grad_clip``) and mmcv's ``data_time`` / ``time`` (s per iteration)."""
-        now = time.perf_counter()
-        start, end, self._iter_end = self._iter_start, self._iter_end, now
-        norm, self._grad_norm = self._grad_norm, None
-        if not self._writes_logs():
-            return
-        batch_size = len(batch['img_metas'])
-        metrics = {'train/data_time': start - end, 'train/time': now - end}
-        if norm is not None:
-            metrics['train/grad_norm'] = norm
-        self.log_dict(metrics, batch_size=batch_size)
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Model state that hooks create in ``before_run`` (EMA copies) waits until they have run."""
+        fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
+        self.pending_state.hold(self, checkpoint, fitting)
 
     # ---------------------------------------------------------------- inference
-    @torch.no_grad()
     def infer(self, images: Any) -> list:
         """mmdet results for image paths, BGR arrays or folders, via mmdet's ``inference_detector``."""
-        from mmdet.apis import inference_detector
-
-        images = collect_images(images)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            # inference_detector picks file or array loading from its first input (one call per
-            # run of same-kind inputs) and edits model.cfg in place for arrays (a fresh copy each)
-            results: list = []
-            for _, run in itertools.groupby(images, key=lambda im: isinstance(im, np.ndarray)):
-                self.model.cfg = copy.deepcopy(self.cfg)
-                results += inference_detector(self.model, list(run))
-            return results
-        finally:
-            self.model.cfg = self.cfg
-            self.model.train(was_training)
+        return infer(self.model, self.plan.config_copy(), images)
 
     def predict(self, images: Any, score_thr: float = 0.3) -> list[dict]:
         """Per image: ``boxes`` (N, 4, xyxy in input pixels), ``scores``, ``labels``, ``masks`` or None.
@@ -360,11 +192,11 @@ class LitDetector(pl.LightningModule):
             images: File paths, BGR ``numpy`` arrays (as mmdet reads images) or folders.
             score_thr: Keep detections scoring above this.
         """
-        return [format_result(r, score_thr) for r in self.infer(images)]
+        return predict(self.model, self.plan.config_copy(), images, score_thr)
 
     # --------------------------------------------------------------- evaluation
     def _infer(self, batch: dict) -> list:
-        return self.model(return_loss=False, rescale=True, **batch)
+        return self._wrapped()(return_loss=False, rescale=True, **batch)
 
     @override
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -405,10 +237,12 @@ class LitDetector(pl.LightningModule):
             log.warning('%s: %d results for %d images (limited batches?): dataset.evaluate skipped',
                         prefix, len(results), expected)
             return
-        policy = self.plan.evaluation
+        policy, record = self.plan.evaluation, self.record.evaluation
         tmpdir = policy.tmpdir or osp.join(self.plan.work_dir, '.eval_hook')
         gathered = gather_results(results, len(dataset), tmpdir, policy.gpu_collect)
-        self.results = gathered if gathered is not None else []
-        self.eval_metrics = evaluate(dataset, gathered, dict(policy.kwargs, fast_coco_eval=policy.fast_coco_eval))
-        self.log_dict({f'{prefix}/{k}': v for k, v in self.eval_metrics.items()},
+        record.results = gathered if gathered is not None else []
+        record.raw, record.metrics = evaluate_on_rank0(dataset, gathered, policy.kwargs, policy.fast_coco_eval)
+        record.batches = len(loader)
+        record.done += 1
+        self.log_dict({f'{prefix}/{k}': v for k, v in record.metrics.items()},
                       batch_size=1, sync_dist=False, rank_zero_only=False)

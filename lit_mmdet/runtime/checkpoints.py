@@ -1,12 +1,15 @@
-"""Checkpoints, one owner: atomic writes, stale-temporary cleanup, resume lookup and the
-``ModelCheckpoint`` callbacks of ``checkpoint_config`` / ``evaluation.save_best``.
+"""Checkpoints, one home: every read and write of a run's checkpoints.
 
-* :class:`AtomicCheckpointIO`: a killed save never leaves a half-written file behind.
-* :func:`checkpoint_callbacks`: mmcv's ``CheckpointHook`` (every ``interval`` epochs or iterations,
-  named by ``filename_tmpl``, ``max_keep_ckpts`` newest kept, ``save_optimizer``, ``last.ckpt``
-  always) and ``EvalHook``'s ``save_best`` (:class:`SaveBest`) as Lightning ``ModelCheckpoint`` s
-  in the plan's checkpoint folder (``<work_dir>/checkpoints`` or ``out_dir``).
-* :func:`resolve_resume`: ``--resume PATH|auto`` -> the checkpoint to continue from.
+* Writing: :class:`AtomicCheckpointIO` (a killed save never leaves a half-written file) and
+  :class:`CheckpointWriter`, the run's one writer: the periodic files of ``checkpoint_config``
+  (named by ``filename_tmpl``, the newest ``max_keep_ckpts`` kept, weights only with
+  ``save_optimizer=False``), ``last.ckpt`` (the resume point), the ``save_best`` file, the SIGTERM
+  save and ``runner.save_checkpoint``'s mmcv-format files (which also carry the Lightning state, so
+  ``--resume`` continues from them).
+* Reading: :func:`read_checkpoint` (``weights_only`` unless trusted, one-line errors for corrupt
+  files), :func:`resolve_resume` (``--resume PATH|auto``: the newest whole checkpoint, torn files
+  passed over), :func:`check_fits` and :class:`PendingState` (model state that hooks create at
+  ``before_run``, e.g. EMA copies, loaded once they exist).
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import glob
 import logging
 import os
 import os.path as osp
-import warnings
-from typing import TYPE_CHECKING, Any, Optional
+import pickle
+from typing import Any, Optional
 
+import mmcv
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.types import _PATH
@@ -24,56 +28,75 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
+from ..adapters.lightning import dump_checkpoint
 from ..errors import ConfigError, TrainingError
 
-if TYPE_CHECKING:
-    from ..plan import RunPlan, SaveBestRule
-
-__all__ = ['AtomicCheckpointIO', 'PeriodicCheckpoint', 'SaveBest', 'remove_stale_temporaries', 'checkpoint_callbacks',
-           'resolve_resume', 'last_checkpoint_note']
+__all__ = ['AtomicCheckpointIO', 'CheckpointWriter', 'CorruptCheckpoint', 'PendingState', 'LIGHTNING_STATE',
+           'check_fits', 'last_checkpoint_note', 'lightning_state', 'read_checkpoint', 'remove_stale_temporaries',
+           'resolve_resume']
 
 log = logging.getLogger(__name__)
 
 _TMP = '.{name}.tmp-{pid}'
+#: The key under which an mmcv-format checkpoint (``runner.save_checkpoint``) carries the Lightning state.
+LIGHTNING_STATE = 'lit_mmdet'
+
+
+class CorruptCheckpoint(ConfigError):
+    """A checkpoint file that is truncated or not a checkpoint at all."""
+
+
+def _atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a hidden temporary beside ``path``, ``fsync``, ``os.replace``."""
+    folder = osp.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    tmp = osp.join(folder, _TMP.format(name=osp.basename(path), pid=os.getpid()))
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        if isinstance(exc, OSError):  # a full disk, a read-only or vanished work dir
+            kept = f'{path} as it was before is intact' if osp.exists(path) else f'nothing was written to {path}'
+            raise TrainingError(f'could not write the checkpoint {path} ({exc.strerror or exc}); {kept}; free '
+                                f'space in {folder} (or give another --work-dir), then --resume auto') from None
+        raise
+    try:  # the rename itself survives a power cut once the folder entry is on disk
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # pragma: no cover - folders cannot be fsynced on some platforms
+        pass
+
+
+def lightning_state(checkpoint: dict) -> dict:
+    """The Lightning checkpoint inside ``checkpoint``: itself, or what an mmcv-format file carries."""
+    inner = checkpoint.get(LIGHTNING_STATE)
+    return inner if isinstance(inner, dict) and 'loops' in inner else checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a hidden temporary file beside the target, ``fsync``, then ``os.replace``.
+    """Lightning's checkpoint IO, written atomically (a process killed while saving leaves the previous
+    file as it was and at most a ``.<name>.tmp-<pid>`` file, which :func:`remove_stale_temporaries`
+    clears); an mmcv-format file written by ``runner.save_checkpoint`` loads as its Lightning state."""
 
-    A process killed while saving leaves the previous checkpoint (say ``last.ckpt``) as it was
-    and at most a ``.last.ckpt.tmp-<pid>`` file, which :func:`remove_stale_temporaries` clears.
-    """
-
+    @override
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH,
                         storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError(f'{type(self).__name__} takes no storage_options')
-        path = os.fspath(path)
-        folder = osp.dirname(path) or '.'
-        os.makedirs(folder, exist_ok=True)
-        tmp = osp.join(folder, _TMP.format(name=osp.basename(path), pid=os.getpid()))
-        try:
-            with open(tmp, 'wb') as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as exc:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            if isinstance(exc, OSError):  # a full disk, a read-only or vanished work dir
-                kept = f'{path} as it was before is intact' if osp.exists(path) else f'nothing was written to {path}'
-                raise TrainingError(f'could not write the checkpoint {path} ({exc.strerror or exc}); {kept}; free '
-                                    f'space in {folder} (or give another --work-dir), then --resume auto') from None
-            raise
-        try:  # the rename itself survives a power cut once the folder entry is on disk
-            fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:  # pragma: no cover - folders cannot be fsynced on some platforms
-            pass
+        _atomic_save(checkpoint, os.fspath(path))
+
+    @override
+    def load_checkpoint(self, path: _PATH, map_location: Optional[Any] = None,
+                        weights_only: Optional[bool] = None) -> dict[str, Any]:
+        return lightning_state(super().load_checkpoint(path, map_location, weights_only))
 
 
 def last_checkpoint_note(path: Optional[str]) -> str:
@@ -89,35 +112,75 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return stale
 
 
+def read_checkpoint(path: str, trust: bool = False, mmap: bool = False) -> dict:
+    """``torch.load`` a local checkpoint safely: ``weights_only=True`` unless ``trust``.
+
+    Raises:
+        ConfigError: One line when the file is missing, corrupt or truncated, or holds Python
+            objects that only full unpickling can load (the fix: ``--trust-checkpoint``).
+    """
+    if not osp.isfile(path):
+        raise ConfigError(f"checkpoint '{path}' not found; give an existing .ckpt or .pth file")
+    try:
+        return torch.load(path, map_location='cpu', weights_only=not trust, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise CorruptCheckpoint(f"checkpoint '{path}' cannot be read ({str(exc).splitlines()[0]}); "
+                                    f"use an earlier checkpoint") from None
+        reason = next((line.strip() for line in str(exc).splitlines() if 'Unsupported global' in line),
+                      str(exc).splitlines()[0])
+        raise ConfigError(f"checkpoint '{path}' needs full unpickling, which can run code ({reason}); "
+                          f"if you trust where it comes from, add --trust-checkpoint") from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CorruptCheckpoint(f"checkpoint '{path}' is corrupt or incomplete ({str(exc).splitlines()[0]}); "
+                                f"use an earlier checkpoint") from None
+
+
+def check_fits(module: torch.nn.Module, checkpoint: dict, path: str) -> None:
+    """A Lightning checkpoint's ``state_dict`` must fit ``module``: the same keys and shapes (EMA
+    copies, which hooks create when training starts, aside).
+
+    Raises:
+        ConfigError: One line listing the missing, unexpected and mismatched keys.
+    """
+    state, own = lightning_state(checkpoint).get('state_dict', {}), module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.startswith('model.ema_')]
+    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or mismatched:
+        def few(keys: list) -> str:
+            return f"{len(keys)} {keys[:3]}{'...' if len(keys) > 3 else ''}"
+        raise ConfigError(f"checkpoint '{path}' does not fit this config's model (missing {few(missing)}, "
+                          f"unexpected {few(unexpected)}, shape mismatch {few(mismatched)}); resume with the "
+                          f"config it was trained with, or start afresh (load_from= loads weights non-strictly)")
+
+
 def resolve_resume(resume: Optional[str], checkpoint_dir: str, trust: bool = False,
                    source: str = '--resume') -> Optional[str]:
     """``--resume`` -> a checkpoint path (``'auto'``: the newest whole checkpoint in ``checkpoint_dir``, else None).
 
     Checkpoints hold the whole training state (but the weights-only ones of ``save_optimizer=False``,
-    which ``'auto'`` passes over); ``last.ckpt`` is normally the newest, but a run killed between
-    writing ``epoch_N.ckpt`` and ``last.ckpt`` resumes from the former. A newest file that is
+    which ``'auto'`` passes over); ``last.ckpt`` is normally the newest. A newest file that is
     truncated or not a checkpoint is passed over with a warning naming it and the one used
     instead; ``--resume PATH`` to such a file is a one-line error.
     """
-    from ..models.checkpoint import CorruptCheckpoint, read_checkpoint
-
     if not resume:
         return None
     if resume != 'auto':
         if not osp.isfile(resume):
             raise ConfigError(f"{source} '{resume}' not found; give a .ckpt file or 'auto'")
-        if 'loops' not in read_checkpoint(resume, trust=trust, mmap=True):
+        if 'loops' not in lightning_state(read_checkpoint(resume, trust=trust, mmap=True)):
             raise ConfigError(f"{source} '{resume}' is not a whole lit_mmdet training checkpoint (an mmcv/mmdet "
                               f".pth, or weights only): resuming continues lit_mmdet's own .ckpt files; to start "
                               f"from its weights use load_from='{resume}'")
         return resume
     candidates = sorted((p for p in glob.glob(osp.join(checkpoint_dir, '*'))  # not the hidden temporaries
-                         if osp.isfile(p) and p.endswith(('.ckpt', '.pth'))),
+                         if osp.isfile(p) and not osp.islink(p) and p.endswith(('.ckpt', '.pth'))),
                         key=lambda p: (osp.getmtime(p), osp.basename(p).startswith('last')), reverse=True)
     skipped = []
     for path in candidates:
         try:
-            state = read_checkpoint(path, trust=trust, mmap=True)
+            state = lightning_state(read_checkpoint(path, trust=trust, mmap=True))
         except CorruptCheckpoint as exc:
             skipped.append((path, str(exc)))
             continue
@@ -132,119 +195,129 @@ def resolve_resume(resume: Optional[str], checkpoint_dir: str, trust: bool = Fal
     return None
 
 
-def _count(metrics: dict, by_epoch: bool) -> int:
-    """mmcv's number for a checkpoint name: the 1-based epoch, or the iterations done."""
-    value = metrics['epoch'] if by_epoch else metrics['step']
-    return int(value) + 1 if by_epoch else int(value)
+class PendingState:
+    """Model state a checkpoint holds that the module does not have yet: hooks create it in
+    ``before_run`` (EMA copies, ``model.ema_*`` buffers). ``hold`` takes it out of the checkpoint
+    before Lightning loads the rest; ``load`` puts it in once the hooks have run."""
 
+    def __init__(self) -> None:
+        self._held: dict[str, torch.Tensor] = {}
 
-class PeriodicCheckpoint(ModelCheckpoint):
-    """mmcv ``CheckpointHook``'s periodic checkpoints, named by ``filename_tmpl`` (``epoch_{}.ckpt``:
-    the 1-based epoch; ``iter_{}.ckpt``: iterations done); ``last.ckpt`` keeps Lightning's name."""
+    def hold(self, module: torch.nn.Module, checkpoint: dict, fitting: bool) -> None:
+        """For a fit: every ``model.`` key the module lacks; otherwise the EMA copies are dropped (the
+        checkpoint's weights are what mmdet evaluates: EMA after an epoch)."""
+        own = set(module.state_dict())
+        state = checkpoint.get('state_dict', {})
+        held = [k for k in state if k not in own and k.startswith('model.' if fitting else 'model.ema_')]
+        self._held = {k: state.pop(k) for k in held} if fitting else {}
+        for key in held:
+            state.pop(key, None)
 
-    def __init__(self, filename_tmpl: str, by_epoch: bool, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.filename_tmpl = filename_tmpl
-        self.count_by_epoch = by_epoch
-
-    @override
-    def on_train_end(self, trainer: 'pl.Trainer', pl_module: 'pl.LightningModule') -> None:
-        if trainer.fast_dev_run:  # Lightning 2.6 writes last.ckpt here even for a smoke test
+    def load(self, module: torch.nn.Module) -> None:
+        """What :meth:`hold` kept, into ``module``; what still has no place is an error naming the keys."""
+        pending, self._held = self._held, {}
+        if not pending:
             return
-        super().on_train_end(trainer, pl_module)
-
-    @override
-    def format_checkpoint_name(self, metrics: dict[str, Any], filename: Optional[str] = None,
-                               ver: Optional[int] = None, prefix: Optional[str] = None) -> str:
-        if filename is not None:  # last.ckpt
-            return super().format_checkpoint_name(metrics, filename, ver, prefix)
-        return osp.join(self.dirpath or '.', self.filename_tmpl.format(_count(metrics, self.count_by_epoch)))
+        own = module.state_dict()
+        unknown = sorted(k for k in pending if k not in own)
+        if unknown:
+            raise ConfigError(f'the checkpoint holds {len(unknown)} weights this model does not have '
+                              f'({unknown[:5]}...); resume with the config it was trained with')
+        module.load_state_dict(pending, strict=False)
 
 
-class SaveBest(ModelCheckpoint):
-    """mmcv ``EvalHook``'s ``save_best``: after an evaluation whose ``key`` beats the best so far
-    (strictly), ``best_<key>_epoch_<n>.ckpt`` (1-based) or ``best_<key>_iter_<n>.ckpt``, the previous
-    one removed. ``'auto'`` takes the first metric of the first evaluation that returned any; an
-    evaluation that returned no metric (mmdet's COCO evaluation of no detections) is skipped with
-    mmcv's warning. Reads the module's ``eval_metrics`` (``dataset.evaluate``'s, in its order).
+class CheckpointWriter(ModelCheckpoint):
+    """The run's one checkpoint writer. A ``ModelCheckpoint`` (it takes the place of the Trainer's
+    own and is ``trainer.checkpoint_callback``), but Lightning's own triggers are off: mmcv's points
+    decide (the hook driver's ``CheckpointHook`` and ``EvalHook``, the stop on SIGTERM).
+
+    Args:
+        dirpath: The plan's checkpoint folder.
     """
 
-    def __init__(self, dirpath: str, rule: 'SaveBestRule', by_epoch: bool) -> None:
-        key, mode = (None, 'max') if rule.key == 'auto' else rule.resolve()
-        super().__init__(dirpath=dirpath, monitor=f'val/{key}' if key else None, mode=mode, save_top_k=1,
-                         save_last=False, auto_insert_metric_name=False, save_on_train_epoch_end=False)
-        self.rule = rule
-        self.key = key
-        self.count_by_epoch = by_epoch
-
-    @property
-    @override
-    def state_key(self) -> str:
-        return 'SaveBest'  # the same before and after 'auto' picked its key
-
-    def _use(self, key: str, mode: str) -> None:
-        self.key, self.monitor, self.mode = key, f'val/{key}', mode
-        self.kth_value = torch.tensor(float('inf') if mode == 'min' else -float('inf'))
+    def __init__(self, dirpath: str) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=False, monitor=None)
+        #: Files written since :meth:`take_written`: (path, kind: 'periodic' | 'last' | 'best' | 'runner').
+        self.written: list[tuple[str, str]] = []
 
     @override
-    def on_validation_end(self, trainer: 'pl.Trainer', pl_module: 'pl.LightningModule') -> None:
-        if trainer.sanity_checking or trainer.state.fn != 'fit':
-            return
-        metrics = getattr(pl_module, 'eval_metrics', None)
-        if not metrics:
-            warnings.warn('Since `eval_res` is an empty dict, the behavior to save the best checkpoint will be '
-                          'skipped in this evaluation.')
-            return
-        if self.key is None:
-            self._use(*self.rule.resolve(next(iter(metrics))))
-        if self.key not in metrics:
-            raise ConfigError(f"evaluation.save_best='{self.key}' is not among the metrics the evaluation returned "
-                              f"({sorted(metrics)}); use one of them or 'auto'")
-        super().on_validation_end(trainer, pl_module)
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.dirpath = os.fspath(self.dirpath)
+
+    # Lightning's triggers: none (mmcv's points save)
+    @override
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     @override
-    def format_checkpoint_name(self, metrics: dict[str, Any], filename: Optional[str] = None,
-                               ver: Optional[int] = None, prefix: Optional[str] = None) -> str:
-        unit = 'epoch' if self.count_by_epoch else 'iter'
-        return osp.join(self.dirpath or '.', f'best_{self.key}_{unit}_{_count(metrics, self.count_by_epoch)}.ckpt')
+    def on_train_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @override
+    def on_validation_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @override
+    def on_train_end(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return dict(super().state_dict(), key=self.key, mode=self.mode)
+        return dict(dirpath=self.dirpath, best_model_path=self.best_model_path, last_model_path=self.last_model_path)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get('key') is not None:
-            self._use(state_dict['key'], state_dict['mode'])
-        super().load_state_dict(state_dict)
+        if state_dict.get('dirpath') == self.dirpath:
+            self.best_model_path = state_dict.get('best_model_path', '')
+            self.last_model_path = state_dict.get('last_model_path', '')
 
+    def write(self, trainer: pl.Trainer, name: str, kind: str, weights_only: bool = False) -> str:
+        """``trainer.save_checkpoint`` to ``<dirpath>/<name>`` (every rank calls it; rank 0 writes)."""
+        path = osp.join(self.dirpath, name)
+        trainer.save_checkpoint(path, weights_only=weights_only)
+        if kind == 'last':
+            self.last_model_path = path
+        elif kind == 'best':
+            self.best_model_path = path
+        if trainer.is_global_zero:
+            self.written.append((path, kind))
+        return path
 
-def checkpoint_callbacks(plan: 'RunPlan') -> list[ModelCheckpoint]:
-    """``checkpoint_config`` (periodic + ``last.ckpt``) and ``evaluation.save_best`` checkpoints.
+    def write_last(self, trainer: pl.Trainer) -> str:
+        """``last.ckpt``: the whole state, the resume point."""
+        return self.write(trainer, "last.ckpt", "last")
 
-    With ``save_optimizer=False`` the periodic files hold the weights only, and a second callback
-    writes the whole ``last.ckpt`` after them (the newest file, the one ``--resume auto`` takes).
-    """
-    policy = plan.checkpoint
-    common: dict[str, Any] = dict(dirpath=plan.checkpoint_dir)
-    if policy.by_epoch:  # mmcv's CheckpointHook saves after every training epoch, evaluated or not
-        common['save_on_train_epoch_end'] = True
-    kwargs: dict[str, Any] = dict(common, save_last=policy.save_last and policy.save_optimizer)
-    if policy.interval > 0:
-        kwargs['every_n_epochs' if policy.by_epoch else 'every_n_train_steps'] = policy.interval
-        if policy.max_keep > 0:  # mmcv's max_keep_ckpts keeps the newest files: rank them by step
-            kwargs.update(save_top_k=policy.max_keep, monitor='step', mode='max')
-        else:
-            kwargs['save_top_k'] = -1
-        if not policy.save_optimizer:
-            kwargs['save_weights_only'] = True
-    else:
-        kwargs['save_top_k'] = 0
-    callbacks: list[ModelCheckpoint] = [PeriodicCheckpoint(policy.filename_tmpl, policy.by_epoch, **kwargs)]
-    if policy.save_last and not policy.save_optimizer:
-        every = {'every_n_epochs' if policy.by_epoch else 'every_n_train_steps': max(policy.interval, 1)}
-        callbacks.append(PeriodicCheckpoint(policy.filename_tmpl, policy.by_epoch, save_top_k=0, save_last=True,
-                                            **common, **every))
-    if plan.evaluation.save_best is not None:
-        callbacks.append(SaveBest(plan.checkpoint_dir, plan.evaluation.save_best, plan.by_epoch))
-    return callbacks
+    def delete(self, trainer: pl.Trainer, path: str) -> None:
+        """Delete an earlier checkpoint (rank 0)."""
+        if trainer.is_global_zero and osp.isfile(path):
+            os.remove(path)
+
+    def write_mmcv(self, trainer: pl.Trainer, model: torch.nn.Module, path: str, optimizer: Any, meta: dict,
+                  link: bool = True) -> None:
+        """An mmcv checkpoint (mmcv's ``save_checkpoint`` layout: ``meta`` with ``CLASSES``,
+        ``state_dict`` of the detector, ``optimizer``) that also carries the Lightning state under
+        :data:`LIGHTNING_STATE`; ``latest.pth`` beside it links to it (``link``)."""
+        from mmcv.parallel import is_module_wrapper
+        from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
+
+        state = dump_checkpoint(trainer)  # collective under some strategies: every rank
+        if not trainer.is_global_zero:
+            return
+        detector = model.module if is_module_wrapper(model) else model
+        meta = dict(meta, mmcv_version=mmcv.__version__, time=__import__('time').asctime())
+        if getattr(detector, 'CLASSES', None) is not None:
+            meta['CLASSES'] = detector.CLASSES
+        checkpoint = {'meta': meta, 'state_dict': weights_to_cpu(get_state_dict(detector)), LIGHTNING_STATE: state}
+        if isinstance(optimizer, torch.optim.Optimizer):
+            checkpoint['optimizer'] = optimizer.state_dict()
+        elif isinstance(optimizer, dict):
+            checkpoint['optimizer'] = {name: o.state_dict() for name, o in optimizer.items()}
+        _atomic_save(checkpoint, path)
+        self.written.append((path, 'runner'))
+        if link:
+            mmcv.symlink(osp.basename(path), osp.join(osp.dirname(path), 'latest.pth'))
+
+    def take_written(self) -> list[tuple[str, str]]:
+        """The files written since the last call (for checkpoint artifacts)."""
+        written, self.written = self.written, []
+        return written

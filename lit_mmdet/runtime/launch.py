@@ -10,7 +10,6 @@ uses it), and takes rank 0's seed when the seed was drawn.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 
@@ -51,7 +50,4 @@ def share_seed(plan: RunPlan, trainer: pl.Trainer) -> RunPlan:
 
     device = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
     seed = int(init_random_seed(None, device=device))  # every rank draws, rank 0's is broadcast
-    if joined or seed != plan.seed:
-        plan.cfg.seed = seed
-        plan = dataclasses.replace(plan, seed=seed)
-    return plan
+    return plan.with_seed(seed) if seed != plan.seed else plan

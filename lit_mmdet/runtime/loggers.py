@@ -1,10 +1,11 @@
 """``log_config.hooks`` -> Lightning loggers (CSV always, TensorBoard, Weights & Biases).
 
-mmcv's ``TextLoggerHook`` becomes the console + ``CSVLogger``; ``TensorboardLoggerHook`` a
-``TensorBoardLogger``; ``WandbLoggerHook`` (mmcv), ``MMDetWandbHook`` (mmdet) and ``WandbLogger``
-(the W&B integration's spelling) a :class:`DetWandbLogger` with their init kwargs. W&B never
-stops a run: a missing package or a machine without credentials is a one-line warning and the
-run goes on with CSV (and TensorBoard).
+mmcv's ``TextLoggerHook`` runs as it is (``runtime/text_log.py``) and CSV is always kept;
+``TensorboardLoggerHook`` becomes a ``TensorBoardLogger``; ``WandbLoggerHook`` (mmcv),
+``MMDetWandbHook`` (mmdet) and ``WandbLogger`` (the W&B integration's spelling) a
+:class:`DetWandbLogger` with their init kwargs. Their values come from mmcv's logger hooks' log
+buffer (``runtime/logger_hook.py``). W&B never stops a run: a missing package or a machine without
+credentials is a one-line warning and the run goes on with CSV (and TensorBoard).
 """
 from __future__ import annotations
 
@@ -14,70 +15,20 @@ import json
 import logging
 import os
 import os.path as osp
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 import torch
-from mmcv import Config
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from typing_extensions import override
 
 from ..adapters.lightning import wandb_run_started
-from ..errors import ConfigError
+from ..plan import LogPolicy
+from .text_log import Below
 
 log = logging.getLogger(__name__)
 
-__all__ = ['LOG_HOOKS', 'WANDB_HOOKS', 'WandbOptions', 'WandbSettings', 'DetWandbLogger', 'build_loggers',
-           'finish_wandb', 'log_run_files', 'wandb_settings']
-
-#: mmcv / mmdet / W&B-integration spellings of the W&B hook.
-WANDB_HOOKS = frozenset({'WandbLoggerHook', 'MMDetWandbHook', 'WandbLogger'})
-#: ``log_config.hooks`` types lit_mmdet maps onto Lightning loggers.
-LOG_HOOKS = frozenset({'TextLoggerHook', 'TensorboardLoggerHook'}) | WANDB_HOOKS
-
-
-@dataclass
-class WandbOptions:
-    """``train.py`` W&B flags: ``enabled`` None keeps the config's choice."""
-
-    enabled: Optional[bool] = None
-    project: Optional[str] = None
-    entity: Optional[str] = None
-    name: Optional[str] = None
-
-
-@dataclass
-class WandbSettings:
-    """One W&B hook's settings under every spelling mmcv, mmdet and the W&B integration use."""
-
-    init_kwargs: dict = field(default_factory=dict)
-    log_checkpoint: bool = False
-    log_checkpoint_metadata: bool = False
-    num_eval_images: int = 0
-    bbox_score_thr: float = 0.3
-
-
-LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
-
-
-def log_level(cfg: Config) -> str:
-    """``log_level`` (mmdet's default_runtime: ``'INFO'``), checked."""
-    level = cfg.get('log_level', 'INFO')
-    name = logging.getLevelName(level) if isinstance(level, int) else str(level).upper()
-    if name not in LOG_LEVELS:
-        raise ConfigError(f"log_level={level!r}: use one of {', '.join(LOG_LEVELS)}")
-    return name
-
-
-class _Below(logging.Filter):
-    def __init__(self, level: int) -> None:
-        super().__init__()
-        self.level = level
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < self.level
+__all__ = ['DetWandbLogger', 'build_loggers', 'console_logging', 'finish_wandb', 'log_run_files']
 
 
 def console_logging(level: str, rank: int = 0) -> None:
@@ -91,7 +42,7 @@ def console_logging(level: str, rank: int = 0) -> None:
     for handler in [h for h in logger.handlers if getattr(h, '_lit_mmdet', False)]:
         logger.removeHandler(handler)
     info = logging.StreamHandler(sys.stdout)
-    info.addFilter(_Below(logging.WARNING))
+    info.addFilter(Below(logging.WARNING))
     info.setFormatter(logging.Formatter('%(asctime)s - lit_mmdet - %(levelname)s - %(message)s'))
     handlers: list[logging.Handler] = [info]
     if not logging.getLogger().handlers:  # else the application's (or pytest's) handlers show them
@@ -102,32 +53,6 @@ def console_logging(level: str, rank: int = 0) -> None:
         handler._lit_mmdet = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(level if rank == 0 else 'ERROR')
-
-
-def _log_hooks(cfg: Config) -> list[dict]:
-    return [dict(h) for h in (cfg.get('log_config') or {}).get('hooks', [])]
-
-
-def wandb_settings(cfg: Config, opts: Optional[WandbOptions] = None) -> Optional[WandbSettings]:
-    """The config's W&B hook merged with the CLI flags; None when W&B is off."""
-    opts = opts or WandbOptions()
-    hooks = [h for h in _log_hooks(cfg) if h.get('type') in WANDB_HOOKS]
-    if opts.enabled is False or (not hooks and not opts.enabled):
-        return None
-    hook = hooks[0] if hooks else {}
-    init = dict(hook.get('init_kwargs') or hook.get('wandb_init_kwargs') or {})
-    for key in ('project', 'entity', 'name'):
-        if getattr(opts, key):
-            init[key] = getattr(opts, key)
-    init.setdefault('project', 'lit_mmdet')
-    mmdet_hook = hook.get('type') in ('MMDetWandbHook', 'WandbLogger')
-    return WandbSettings(
-        init_kwargs=init,
-        log_checkpoint=bool(hook.get('log_checkpoint', False)),
-        log_checkpoint_metadata=bool(hook.get('log_checkpoint_metadata', False)),
-        # mmdet's hook shows 100 validation images by default; plain runs a few
-        num_eval_images=int(hook.get('num_eval_images', 100 if mmdet_hook else 8)),
-        bbox_score_thr=float(hook.get('bbox_score_thr', 0.3)))
 
 
 def _wandb_unavailable() -> Optional[str]:
@@ -199,28 +124,26 @@ class DetWandbLogger(WandbLogger):
             self._last_step = step
             self.record_run()
 
-    @override
-    def _scan_and_log_checkpoints(self, checkpoint_callback: ModelCheckpoint) -> None:
-        # a private WandbLogger method (and its _checkpoint_name, _logged_model_time): tests/adapters checks them
+    @rank_zero_only
+    def log_checkpoint_file(self, path: str, kind: str) -> None:
+        """A checkpoint as a ``model`` artifact aliased ``latest`` (and ``best`` for the ``save_best``
+        file), with the last evaluation's metrics as metadata when ``log_checkpoint_metadata``; only
+        when the config's W&B hook has ``log_checkpoint=True``."""
+        if not self._log_model or not osp.isfile(path):
+            return
         import wandb
-        from pytorch_lightning.loggers.utilities import _scan_checkpoints as scan
+        metadata: dict[str, Any] = {'original_filename': osp.basename(path), 'kind': kind}
+        if self._log_checkpoint_metadata:
+            metadata.update(self._eval_metrics)
+        if not self._checkpoint_name:
+            self._checkpoint_name = f'model-{self.experiment.id}'
+        artifact = wandb.Artifact(name=self._checkpoint_name, type='model', metadata=metadata)
+        artifact.add_file(path, name=osp.basename(path), policy=self.add_file_policy)
+        self.experiment.log_artifact(artifact, aliases=['latest', 'best'] if kind == 'best' else ['latest'])
 
-        best = checkpoint_callback.monitor and str(checkpoint_callback.monitor).startswith('val/')
-        for t, path, score, _ in scan(checkpoint_callback, self._logged_model_time):
-            metadata: dict[str, Any] = {'original_filename': osp.basename(path),
-                                        'monitor': checkpoint_callback.monitor,
-                                        'score': float(score) if score is not None else None}
-            if self._log_checkpoint_metadata:
-                metadata.update(self._eval_metrics)
-            if not self._checkpoint_name:
-                self._checkpoint_name = f'model-{self.experiment.id}'
-            artifact = wandb.Artifact(name=self._checkpoint_name, type='model', metadata=metadata)
-            artifact.add_file(path, name=osp.basename(path), policy=self.add_file_policy)
-            aliases = ['latest']
-            if best and path == checkpoint_callback.best_model_path:
-                aliases.append('best')
-            self.experiment.log_artifact(artifact, aliases=aliases)
-            self._logged_model_time[path] = t
+    @override
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Checkpoints are logged when mmcv's logger hooks run (:meth:`log_checkpoint_file`)."""
 
 
 @rank_zero_only
@@ -291,8 +214,7 @@ def _last_version(root: str) -> Optional[int]:
     return max(versions) if versions else None
 
 
-def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = None,
-                  resume_step: Optional[int] = None) -> list[Logger]:
+def build_loggers(policy: LogPolicy, work_dir: str, resume_step: Optional[int] = None) -> list[Logger]:
     """CSV always; TensorBoard and W&B when ``log_config.hooks`` (or ``--wandb``) ask for them.
 
     ``resume_step``: the run continues from a checkpoint taken after that many steps. The CSV and
@@ -303,17 +225,15 @@ def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = No
     csv_version = _last_version(osp.join(work_dir, 'csv')) if resume_step is not None else None
     loggers: list[Logger] = [ResumedCSVLogger(work_dir, name='csv', version=csv_version, keep_before=resume_step)
                              if csv_version is not None else CSVLogger(work_dir, name='csv')]
-    for hook in _log_hooks(cfg):
-        kind = hook.get('type')
-        if kind not in LOG_HOOKS:
-            log.warning("log_config.hooks: '%s' has no Lightning counterpart and is ignored "
-                        "(supported: %s)", kind, sorted(LOG_HOOKS))
-        elif kind == 'TensorboardLoggerHook':
-            root = hook.get('log_dir') or work_dir
-            version = _last_version(osp.join(root, 'tensorboard')) if resume_step is not None else None
-            resumed = dict(version=version, purge_step=resume_step) if version is not None else {}
-            loggers.append(TensorBoardLogger(root, name='tensorboard', **resumed))
-    settings = wandb_settings(cfg, wandb)
+    for kind in policy.ignored:
+        log.warning("log_config.hooks: '%s' has no Lightning counterpart and is ignored "
+                    "(supported: TextLoggerHook, TensorboardLoggerHook and the W&B hooks)", kind)
+    if policy.tensorboard is not None:
+        root = policy.tensorboard or work_dir
+        version = _last_version(osp.join(root, 'tensorboard')) if resume_step is not None else None
+        resumed = dict(version=version, purge_step=resume_step) if version is not None else {}
+        loggers.append(TensorBoardLogger(root, name='tensorboard', **resumed))
+    settings = policy.wandb
     if settings is None:
         return loggers
     why = _wandb_unavailable()
@@ -323,10 +243,6 @@ def build_loggers(cfg: Config, work_dir: str, wandb: Optional[WandbOptions] = No
                     ' and TensorBoard' if len(loggers) > 1 else '')
         return loggers
     init = dict(settings.init_kwargs)
-    unknown = {'save_dir', 'log_model'} & set(init)
-    if unknown:
-        raise ConfigError(f'log_config W&B init_kwargs: {sorted(unknown)} are set by lit_mmdet; remove them '
-                          f'(use log_checkpoint=True for checkpoint artifacts)')
     save_dir = init.pop('dir', None) or work_dir
     previous = _previous_wandb_run(work_dir) if resume_step is not None else {}
     if previous and 'id' not in init:

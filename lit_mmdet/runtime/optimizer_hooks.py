@@ -15,70 +15,15 @@ this module keeps mmcv's arithmetic:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
-from mmcv import Config
 
-from ..errors import ConfigError
+from ..plan.readers import loss_scaler_kwargs
 
-__all__ = ['OptimizerHookConfig', 'optimizer_hook_config', 'GradientAccumulation', 'MMCVGradScaler',
-           'loss_scaler_kwargs', 'fp16_precision']
+__all__ = ['GradientAccumulation', 'MMCVGradScaler', 'fp16_precision']
 
 log = logging.getLogger(__name__)
-
-#: mmcv's optimizer hook types -> (fp16, accumulates)
-_HOOK_TYPES = {
-    'OptimizerHook': (False, False),
-    'Fp16OptimizerHook': (True, False),
-    'GradientCumulativeOptimizerHook': (False, True),
-    'GradientCumulativeFp16OptimizerHook': (True, True),
-}
-
-
-@dataclass(frozen=True)
-class OptimizerHookConfig:
-    """``optimizer_config`` (and ``fp16``) as lit_mmdet applies them.
-
-    Attributes:
-        fp16: Mixed precision with a loss scaler (Lightning ``16-mixed``).
-        loss_scale: ``Fp16OptimizerHook``'s ``loss_scale`` (float, ``'dynamic'`` or GradScaler kwargs).
-        cumulative_iters: Iterations per optimizer step (1: no accumulation).
-
-    ``grad_clip`` is read where it is applied (``LitDetector.configure_gradient_clipping``).
-    """
-
-    fp16: bool = False
-    loss_scale: Union[float, str, Mapping[str, Any]] = 512.
-    cumulative_iters: int = 1
-
-
-def optimizer_hook_config(cfg: Config) -> OptimizerHookConfig:
-    """Read ``optimizer_config`` and ``fp16`` as mmdet's ``train_detector`` + mmcv's hooks do.
-
-    Raises:
-        ConfigError: An optimizer hook type lit_mmdet does not run, or ``cumulative_iters``
-            on a hook type that has no such argument (mmcv rejects it too).
-    """
-    optimizer_config = dict(cfg.get('optimizer_config') or {})
-    kind = optimizer_config.pop('type', 'OptimizerHook')
-    if kind not in _HOOK_TYPES:
-        raise ConfigError(f"optimizer_config.type='{kind}' is not supported by lit_mmdet; use one of "
-                          f"{sorted(_HOOK_TYPES)}")
-    fp16, accumulates = _HOOK_TYPES[kind]
-    cumulative_iters = optimizer_config.pop('cumulative_iters', 1)
-    if not accumulates and cumulative_iters != 1:
-        raise ConfigError(f"optimizer_config.cumulative_iters={cumulative_iters} needs type="
-                          f"'GradientCumulative{'Fp16' if fp16 else ''}OptimizerHook' (mmcv's {kind} "
-                          f"takes no cumulative_iters)")
-    if not isinstance(cumulative_iters, int) or cumulative_iters < 1:
-        raise ConfigError(f'optimizer_config.cumulative_iters={cumulative_iters!r}: use a positive integer')
-    fp16_cfg = cfg.get('fp16')
-    loss_scale = dict(fp16_cfg or {}).get('loss_scale', optimizer_config.get('loss_scale', 512.))
-    loss_scaler_kwargs(loss_scale)  # validated now, not at the first step
-    return OptimizerHookConfig(fp16=fp16 or fp16_cfg is not None, loss_scale=loss_scale,
-                               cumulative_iters=cumulative_iters)
 
 
 class GradientAccumulation:
@@ -111,23 +56,6 @@ class GradientAccumulation:
         return iteration % self.cumulative_iters == 0
 
 
-def loss_scaler_kwargs(loss_scale: Any) -> tuple[dict, Optional[float]]:
-    """``Fp16OptimizerHook(loss_scale=...)`` -> (GradScaler kwargs, the scale every update resets to).
-
-    Raises:
-        ConfigError: ``loss_scale`` is not a float, ``'dynamic'`` or a dict (mmcv's rule: ``512``
-            as an int is rejected too).
-    """
-    if loss_scale == 'dynamic':
-        return {}, None
-    if isinstance(loss_scale, float):
-        return dict(init_scale=loss_scale), loss_scale
-    if isinstance(loss_scale, Mapping):
-        return dict(loss_scale), None
-    raise ConfigError(f"fp16.loss_scale={loss_scale!r}: use a float (static, e.g. 512.), 'dynamic' or a "
-                      f"dict of GradScaler arguments, as mmcv's Fp16OptimizerHook requires")
-
-
 class MMCVGradScaler(torch.amp.GradScaler):
     """torch's ``GradScaler`` updated as mmcv's ``Fp16OptimizerHook`` updates it.
 
@@ -149,9 +77,10 @@ class MMCVGradScaler(torch.amp.GradScaler):
         super().update(self.update_to if new_scale is None else new_scale)
 
 
-def fp16_precision(hook: OptimizerHookConfig, device: str = 'cuda') -> Any:
-    """Lightning's ``16-mixed`` precision plugin with the config's loss scaler."""
+def fp16_precision(loss_scale: Any, device: str = 'cuda') -> Any:
+    """Lightning's ``16-mixed`` precision plugin with the config's loss scaler (``loss_scale`` as
+    mmcv's ``Fp16OptimizerHook`` takes it: a float, ``'dynamic'`` or GradScaler arguments)."""
     from pytorch_lightning.plugins.precision import MixedPrecision
 
-    kwargs, update_to = loss_scaler_kwargs(hook.loss_scale)
+    kwargs, update_to = loss_scaler_kwargs(loss_scale)
     return MixedPrecision('16-mixed', device, scaler=MMCVGradScaler(device, update_to=update_to, **kwargs))

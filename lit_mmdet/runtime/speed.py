@@ -23,65 +23,19 @@ import copy
 import functools
 import inspect
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 
-from ..errors import ConfigError, one_line
+from ..errors import one_line
+from ..plan import SpeedSwitches
 
-__all__ = ['SpeedSwitches', 'CompiledForward', 'speed_switches', 'apply_speed_switches', 'fused_optimizer_cfg',
-           'to_channels_last']
+__all__ = ['CompiledForward', 'apply_speed_switches', 'fused_optimizer_cfg', 'to_channels_last']
 
 log = logging.getLogger(__name__)
 
-#: ``torch.compile`` arguments a config may give in ``speed.compile=dict(...)``.
-COMPILE_ARGS = frozenset({'mode', 'backend', 'dynamic', 'fullgraph', 'options'})
 #: The modules channels_last and compile apply to.
 SPEED_MODULES = ('backbone', 'neck')
-
-
-@dataclass(frozen=True)
-class SpeedSwitches:
-    """The config's ``speed`` dict, validated.
-
-    Attributes:
-        channels_last: Backbone, neck and input images in ``torch.channels_last``.
-        compile: ``torch.compile`` arguments for backbone and neck, or None (off).
-        fused_optimizer: ``fused`` (or ``foreach``) optimizer kernels.
-    """
-
-    channels_last: bool = False
-    compile: Optional[dict] = None
-    fused_optimizer: bool = False
-
-
-def speed_switches(cfg: Any) -> SpeedSwitches:
-    """``cfg.speed`` -> :class:`SpeedSwitches`; an unknown key or value is a one-line error."""
-    speed = cfg.get('speed') or {}
-    if not isinstance(speed, dict):
-        raise ConfigError(f'speed={speed!r}: give a dict, e.g. speed=dict(channels_last=True, compile=True)')
-    unknown = set(speed) - {'channels_last', 'compile', 'fused_optimizer'}
-    if unknown:
-        raise ConfigError(f'speed: unknown key(s) {sorted(unknown)}; use channels_last, compile, fused_optimizer')
-    compile_cfg = speed.get('compile', False)
-    if compile_cfg is True:
-        compile_cfg = {}
-    elif compile_cfg in (False, None):
-        compile_cfg = None
-    elif isinstance(compile_cfg, dict):
-        bad = set(compile_cfg) - COMPILE_ARGS
-        if bad:
-            raise ConfigError(f'speed.compile: unknown argument(s) {sorted(bad)}; torch.compile takes '
-                              f'{sorted(COMPILE_ARGS)}')
-        compile_cfg = dict(compile_cfg)
-    else:
-        raise ConfigError(f'speed.compile={compile_cfg!r}: give True, False or dict(mode=..., backend=...)')
-    for key in ('channels_last', 'fused_optimizer'):
-        if not isinstance(speed.get(key, False), bool):
-            raise ConfigError(f'speed.{key}={speed[key]!r}: give True or False')
-    return SpeedSwitches(channels_last=speed.get('channels_last', False), compile=compile_cfg,
-                         fused_optimizer=speed.get('fused_optimizer', False))
 
 
 def _speed_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:

@@ -1,10 +1,10 @@
 """A :class:`~lit_mmdet.plan.RunPlan` -> Lightning ``Trainer`` arguments, and nothing else.
 
 Length (``runner``), validation cadence (``evaluation.interval``), devices and DDP (mmdet's DDP
-arguments), precision (``fp16`` with mmcv's loss scaler on CUDA), loggers (``log_config``),
-``log_config.interval``, atomic checkpoint writes. What mmcv's runner did through hooks
-(schedules, custom hooks, checkpoints, resume state, SIGTERM, validation images) comes from
-``LitDetector.configure_callbacks``, so a plain ``pl.Trainer`` gets it too.
+arguments), precision (``fp16`` with mmcv's loss scaler on CUDA), loggers (``log_config``), atomic
+checkpoint writes. What mmcv's runner did through hooks (schedules, custom hooks, checkpoints,
+resume state, SIGTERM, validation images) comes from ``LitDetector.configure_callbacks``, so a
+plain ``pl.Trainer`` gets it too.
 """
 from __future__ import annotations
 
@@ -16,60 +16,66 @@ import pytorch_lightning as pl
 import torch
 
 from ..errors import ConfigError
-from ..plan import RunPlan, RunSettings
+from ..plan import DevicePolicy, RunPlan
+from ..plan.policies import PRECISIONS
+from ..plan.readers import loss_scaler_kwargs
 from .checkpoints import AtomicCheckpointIO
 from .loggers import build_loggers
 from .optimizer_hooks import fp16_precision
 
-#: ``--precision`` values (``fp16`` in a config maps to 16-mixed).
-PRECISIONS = frozenset({'32', '32-true', '16-mixed', 'bf16-mixed', '64', '64-true'})
-
-__all__ = ['PRECISIONS', 'build_trainer', 'device_kwargs', 'process_group_backend', 'trainer_kwargs']
+__all__ = ['PRECISIONS', 'build_trainer', 'device_kwargs', 'trainer_kwargs']
 
 log = logging.getLogger(__name__)
 
 
-def device_kwargs(settings: RunSettings, cfg: Any) -> dict:
+def _ddp_strategy() -> type:
+    from pytorch_lightning.strategies import DDPStrategy
+
+    class MMDetDDPStrategy(DDPStrategy):
+        """Lightning's DDP, minus one thing mmdet's ``tools/train.py`` does not do: re-seeding every
+        random generator when the process group is set up (Lightning's ``reset_seed``). mmdet seeds
+        once, before building the model and data; the generators go on from there, so augmentation
+        draws the numbers they draw under mmdet's runner."""
+
+        def setup_distributed(self) -> None:
+            import random
+
+            import numpy as np
+            states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+            super().setup_distributed()
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+            torch.set_rng_state(states[2])
+    return MMDetDDPStrategy
+
+
+def device_kwargs(devices: DevicePolicy) -> dict:
     """`--gpus` or `--accelerator/--devices` -> Trainer kwargs; DDP (mmdet's DDP arguments) for several."""
-    if settings.gpus is not None:
+    if devices.gpus is not None:
         available = torch.cuda.device_count()
-        if settings.gpus > available:
-            raise ConfigError(f'--gpus {settings.gpus} asks for {settings.gpus} GPU(s) but this machine has '
+        if devices.gpus > available:
+            raise ConfigError(f'--gpus {devices.gpus} asks for {devices.gpus} GPU(s) but this machine has '
                               f'{available}; use --gpus {available} or --accelerator cpu')
-        accelerator, devices = ('gpu', settings.gpus) if settings.gpus > 0 else ('cpu', 1)
+        accelerator, count = ('gpu', devices.gpus) if devices.gpus > 0 else ('cpu', 1)
     else:
-        accelerator, devices = settings.accelerator or 'auto', settings.devices or 1
-    kwargs: dict[str, Any] = dict(accelerator=accelerator, devices=devices, num_nodes=settings.num_nodes,
-                                  sync_batchnorm=settings.sync_bn)
-    many = settings.num_nodes > 1 or devices in (-1, 'auto') or (isinstance(devices, int) and devices > 1) \
-        or (isinstance(devices, (list, str)) and len(str(devices).split(',')) > 1)
-    if settings.sync_bn and many and accelerator == 'cpu':
+        accelerator, count = devices.accelerator or 'auto', devices.devices or 1
+    kwargs: dict[str, Any] = dict(accelerator=accelerator, devices=count, num_nodes=devices.num_nodes,
+                                  sync_batchnorm=devices.sync_bn)
+    many = devices.num_nodes > 1 or count in (-1, 'auto') or (isinstance(count, int) and count > 1) \
+        or (isinstance(count, (list, str)) and len(str(count).split(',')) > 1)
+    if devices.sync_bn and many and accelerator == 'cpu':
         raise ConfigError('--sync-bn needs GPUs: torch.nn.SyncBatchNorm has no CPU implementation; '
                           'drop --sync-bn for CPU processes (or use GN, as the GN configs do)')
-    strategy = settings.strategy or ('ddp' if many else None)
+    strategy = devices.strategy or ('ddp' if many else None)
     if strategy in ('ddp', 'ddp_spawn'):
-        from pytorch_lightning.strategies import DDPStrategy
         # as mmdet's build_ddp: find_unused_parameters from the config, no buffer broadcast
-        kwargs['strategy'] = DDPStrategy(
+        kwargs['strategy'] = _ddp_strategy()(
             start_method='spawn' if strategy == 'ddp_spawn' else 'popen',
-            find_unused_parameters=bool(cfg.get('find_unused_parameters', False)),
-            broadcast_buffers=False, process_group_backend=process_group_backend(cfg, accelerator))
+            find_unused_parameters=devices.find_unused_parameters,
+            broadcast_buffers=False, process_group_backend=devices.process_group_backend(accelerator))
     elif strategy is not None:
         kwargs['strategy'] = strategy
     return kwargs
-
-
-def process_group_backend(cfg: Any, accelerator: Any) -> str:
-    """``dist_params.backend`` (mmdet's init_dist), except that CPU processes cannot use NCCL (every
-    mmdet base config names it): they use gloo."""
-    backend = str((cfg.get('dist_params') or {}).get('backend', 'nccl'))
-    on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
-    if backend == 'nccl' and not on_cuda:
-        return 'gloo'
-    if backend not in ('nccl', 'gloo', 'mpi', 'ucc'):
-        raise ConfigError(f"dist_params.backend='{backend}' is not a torch.distributed backend; use 'nccl' (GPUs) "
-                          f"or 'gloo'")
-    return backend
 
 
 def _precision(plan: RunPlan, accelerator: Any) -> dict:
@@ -78,7 +84,7 @@ def _precision(plan: RunPlan, accelerator: Any) -> dict:
     ``Fp16OptimizerHook``). Without CUDA a config's fp16 trains in fp32 with a warning (mmcv's fp16
     is CUDA only; Lightning would run bf16, which mmcv's CPU ops reject); ``--precision`` is taken
     as given."""
-    hook, given = plan.optimizer_hook, plan.settings.precision
+    hook, given = plan.optimizer, plan.devices.precision
     on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
     if hook.fp16 and given is None and not on_cuda:
         log.warning("the config's fp16 needs CUDA (mmcv's Fp16OptimizerHook): training in fp32 on %s", accelerator)
@@ -86,7 +92,8 @@ def _precision(plan: RunPlan, accelerator: Any) -> dict:
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
     if precision == '16-mixed' and hook.fp16 and on_cuda:
-        return dict(plugins=[fp16_precision(hook, 'cuda')])
+        loss_scaler_kwargs(hook.loss_scale)
+        return dict(plugins=[fp16_precision(hook.loss_scale, 'cuda')])
     return dict(precision=precision)
 
 
@@ -98,19 +105,19 @@ def trainer_kwargs(plan: RunPlan, resume_step: Optional[int] = None) -> dict:
     interval = plan.evaluation.interval if plan.evaluation.plain else 1  # else EvalSchedule decides
     cadence: dict[str, Any] = dict(check_val_every_n_epoch=interval) if plan.by_epoch \
         else dict(check_val_every_n_epoch=None, val_check_interval=interval)
-    if not plan.evaluation.enabled:
+    if not plan.evaluation.by_lightning:  # no data.val, or a codebase's own evaluation hook evaluates
         cadence = dict(limit_val_batches=0)
-    devices = device_kwargs(plan.settings, plan.cfg)
+    devices = device_kwargs(plan.devices)
     precision = _precision(plan, devices['accelerator'])
     return dict(
         default_root_dir=plan.work_dir,
-        logger=build_loggers(plan.cfg, plan.work_dir, plan.settings.wandb, resume_step=resume_step),
+        logger=build_loggers(plan.log, plan.work_dir, resume_step=resume_step),
         plugins=[AtomicCheckpointIO()] + precision.pop('plugins', []),
-        log_every_n_steps=plan.log_interval,
+        log_every_n_steps=plan.log.interval,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
-        deterministic='warn' if plan.settings.deterministic else None,
-        benchmark=True if plan.cfg.get('cudnn_benchmark', False) else None,  # as mmdet's tools/train.py
+        deterministic='warn' if plan.devices.deterministic else None,
+        benchmark=True if plan.devices.cudnn_benchmark else None,  # as mmdet's tools/train.py
         fast_dev_run=plan.settings.fast_dev_run,
         enable_progress_bar=sys.stdout.isatty(),  # a batch job's log gets mmcv's text lines instead
         **precision, **devices, **length, **cadence)
@@ -123,7 +130,7 @@ def build_trainer(plan: RunPlan, callbacks: Optional[list[pl.Callback]] = None, 
     mmdet's ``setup_multi_processes`` first, as in mmdet's ``tools/train.py``."""
     from mmdet.utils import setup_multi_processes
 
-    setup_multi_processes(plan.cfg)
+    setup_multi_processes(plan.process.as_config())
     kwargs = dict(trainer_kwargs(plan, resume_step), callbacks=list(callbacks or []))
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)

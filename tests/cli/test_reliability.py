@@ -118,7 +118,7 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(uninterrupted, confi
     _same_run(tmp_path, uninterrupted)
     assert any(k.startswith('model.ema_') for k in _weights(tmp_path)['state_dict'])
     # for evaluation the EMA copies are dropped: the epoch's weights are the EMA ones already
-    from lit_mmdet.models.checkpoint import load_detector
+    from lit_mmdet.models.export import load_detector
     model = load_detector(None, str(tmp_path / 'checkpoints' / 'last.ckpt'))
     assert not any(k.startswith('model.ema_') for k in model.state_dict())
 

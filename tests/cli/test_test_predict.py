@@ -11,12 +11,12 @@ from mmdet.utils import build_dp
 
 from lit_mmdet import load_config
 from lit_mmdet.datasets.shapes import generate_split
-from lit_mmdet.models.checkpoint import export_mmdet_checkpoint
+from lit_mmdet.models.export import export_mmdet_checkpoint
 from tests.helpers import SHAPES_CONFIG, real_checkpoint, run_script, tiny_options
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, shapes_dir):
+def trained(tmp_path_factory, shapes_dir, trained_weights):
     root = tmp_path_factory.mktemp('testpy')
     # an odd-sized test split: the 2-process sampler pads it, results must drop the padding
     generate_split(str(root / 'data'), 'val', 5, seed=11, size=64, max_objects=3)
@@ -25,7 +25,7 @@ def trained(tmp_path_factory, shapes_dir):
         'data.test.img_prefix': str(root / 'data' / 'val') + '/',
         'evaluation.metric': ['bbox', 'segm']})
     cfg = load_config(SHAPES_CONFIG, options)
-    ckpt = real_checkpoint(cfg, str(root / 'model.ckpt'))
+    ckpt = real_checkpoint(cfg, str(root / 'model.ckpt'), weights=trained_weights)  # non-zero metrics
     return root, ckpt, cfg
 
 
@@ -62,6 +62,7 @@ def test_test_py_equals_mmdet_and_two_processes_equal_one(trained):
     assert len(loader.dataset) == 5
     for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50'):
         assert ours[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert expected['segm_mAP_50'] > 0 and expected['bbox_mAP_50'] > 0  # metrics, not 0.0 == 0.0
     import mmcv
     assert len(mmcv.load(str(root / 'results.pkl'))) == 5
 

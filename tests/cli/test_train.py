@@ -7,7 +7,7 @@ import os.path as osp
 
 import pytest
 
-from tests.helpers import SHAPES_CONFIG, cli_options, lifted_config, run_script, tiny_options
+from tests.helpers import SHAPES_CONFIG, cli_options, lifted_config, run_script, tiny_options, trained_config
 
 
 def _train(*args):
@@ -30,11 +30,11 @@ def test_help_lists_flags():
 
 
 @pytest.mark.slow
-def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir):
+def test_train_writes_metrics_and_checkpoint(tmp_path, shapes_dir, trained_weights):
     work = tmp_path / 'work'
     options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'checkpoint_config.interval': 1,
                                           'evaluation.save_best': 'auto'})
-    config = lifted_config(tmp_path)  # detections: the evaluation returns metrics
+    config = trained_config(tmp_path, trained_weights)  # trained weights: the evaluation returns non-zero metrics
     out = _train('--config', config, '--work-dir', str(work), '--max-epochs', '2',
                  '--seed', '0', '--cfg-options', *cli_options(options))
     assert out.returncode == 0, out.stderr[-3000:]

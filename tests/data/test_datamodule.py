@@ -176,7 +176,7 @@ def test_distributed_group_sampler_per_rank(tmp_path, shapes_dir, monkeypatch):
             self.epochs = {}
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
-            names = [m['ori_filename'] for m in batch['img_metas']]
+            names = [m['ori_filename'] for m in batch['img_metas'].data[0]]  # mmcv's collated batch
             self.epochs.setdefault(trainer.current_epoch, []).append(names)
 
     seen = {0: [], 1: []}

@@ -49,8 +49,8 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 @pytest.mark.parametrize('name, channels', [('resnet18', [64, 128, 256, 512]),
                                              ('mobilenetv3_small_050', [8, 16, 24, 288])])
 def test_auto_in_channels_swaps_backbone_without_other_edits(name, channels):
-    cfg = resolve_run(SHAPES_CONFIG, {'model.backbone.model_name': name}).cfg
-    model = build_model(cfg)
+    plan = resolve_run(SHAPES_CONFIG, {'model.backbone.model_name': name})
+    cfg, model = plan.cfg, build_model(plan.model)
     assert cfg.model.neck.in_channels == channels == model.backbone.out_channels
     assert [conv.conv.in_channels for conv in model.neck.lateral_convs] == channels
     model.eval()
@@ -72,7 +72,7 @@ def test_necks_without_in_channels_are_left_alone():
     (found by tools/zoo_check.py)."""
     from mmcv import ConfigDict
 
-    from lit_mmdet.models.builder import fill_neck_in_channels
+    from lit_mmdet.plan.model import fill_neck_in_channels
     cfg = ConfigDict(backbone=dict(type='ResNet', depth=18),
                      neck=dict(type='CTResNetNeck', in_channel=512, num_deconv_filters=(256, 128, 64),
                                num_deconv_kernels=(4, 4, 4)))

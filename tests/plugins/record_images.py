@@ -12,7 +12,7 @@ class RecordImages(Hook):
         self.images: list = []
 
     def after_train_iter(self, runner) -> None:
-        self.images += [m['ori_filename'] for m in runner.data_batch['img_metas']]
+        self.images += [m['ori_filename'] for m in runner.data_batch['img_metas'].data[0]]  # mmcv's batch
 
     def after_run(self, runner) -> None:
         with open(osp.join(runner.work_dir, f'images-rank{runner.rank}.json'), 'w') as f:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_mmdet import ConfigError, LitDetector, MMDetDataModule, RunSettings, resolve_run
-from lit_mmdet.runtime.hook_driver import RunnerFacade, RunnerFeatureError
+from lit_mmdet.runtime.runner import RunnerFeatureError, RunnerView
 from lit_mmdet.runtime.trainer import build_trainer
 from tests.helpers import mmdet_train_loader, run_mmcv_runner
 from tests.plugins import record_hooks
@@ -61,8 +61,11 @@ def test_hook_calls_equal_mmcv_runners(tiny_cfg, tmp_path, length):
 
 
 def test_runner_methods_lightning_replaces_are_one_line_errors():
-    facade = RunnerFacade.__new__(RunnerFacade)
-    with pytest.raises(RunnerFeatureError, match=r'runner.save_checkpoint\(\).*ModelCheckpoint'):
+    facade = RunnerView.__new__(RunnerView)
+    facade._saver = None  # a runner without the run's checkpoint writer
+    facade._meta, facade._meta_fn = {}, None
+    facade.by_epoch, facade._epoch, facade._iter = True, 0, 0
+    with pytest.raises(RunnerFeatureError, match=r"runner.save_checkpoint\(\) needs the run's checkpoint writer"):
         facade.save_checkpoint('work_dirs', 'epoch_{}.pth')
     with pytest.raises(RunnerFeatureError, match=r'runner.resume\(\).*--resume'):
         facade.resume('x.pth')

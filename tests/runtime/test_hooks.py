@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
-from lit_mmdet.runtime.hook_driver import HookDriver, build_hooks
+from lit_mmdet.runtime.hook_driver import HookDriver
+from lit_mmdet.runtime.runner_hooks import build_hooks
 from tests.helpers import mmdet_train_loader, no_runner_sleep, run_mmcv_runner
 
 EPOCHS, BATCHES = 3, 4

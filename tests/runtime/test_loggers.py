@@ -14,7 +14,9 @@ import pytorch_lightning as pl
 
 from lit_mmdet.plots import write_plots
 from lit_mmdet.visualization import HEADER, readable_scale
-from lit_mmdet.runtime.loggers import DetWandbLogger, WandbOptions, build_loggers, wandb_settings
+from lit_mmdet.plan import WandbOptions
+from lit_mmdet.plan.readers import log_policy, wandb_settings
+from lit_mmdet.runtime.loggers import DetWandbLogger, build_loggers
 from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, run_script, tiny_options, wandb_records
 
 WANDB_CONFIG = f'''
@@ -27,10 +29,7 @@ log_config = dict(interval=1, hooks=[
     dict(type='TensorboardLoggerHook')])
 evaluation = dict(interval=1, metric=['segm'], save_best='auto')
 checkpoint_config = dict(interval=1)
-# an untrained SOLO that still predicts (scores ~0.5, full masks): the images carry detections
-model = dict(mask_head=dict(init_cfg=dict(type='Normal', layer='Conv2d', std=0.01, override=[
-    dict(type='Normal', name='conv_cls', std=0.01, bias=0.0),
-    dict(type='Normal', name='conv_mask_list', std=0.01, bias=1.0)])))
+load_from = '{{weights}}'  # trained weights: the images carry detections, the evaluations non-zero metrics
 '''
 
 
@@ -65,10 +64,10 @@ def offline_wandb(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wandb, shapes_dir):
+def test_offline_wandb_run_has_metrics_config_images_and_checkpoints(offline_wandb, shapes_dir, trained_weights):
     tmp = offline_wandb
     config = tmp / 'wandb_shapes.py'
-    config.write_text(WANDB_CONFIG)
+    config.write_text(WANDB_CONFIG.replace('{weights}', trained_weights))
     work = tmp / 'work'
     out = run_script('train.py', '--config', str(config), '--work-dir', str(work), '--max-epochs', '2',
                      '--seed', '0', '--cfg-options', *cli_options(tiny_options(shapes_dir)))
@@ -175,7 +174,7 @@ def test_loggers_from_hooks(tiny_cfg, offline_wandb, caplog):
                                  dict(type='PaviLoggerHook'),
                                  dict(type='MMDetWandbHook', init_kwargs={'project': 'P'})]
     with caplog.at_level(logging.WARNING):
-        loggers = build_loggers(tiny_cfg, str(offline_wandb))
+        loggers = build_loggers(log_policy(tiny_cfg), str(offline_wandb))
     assert [type(lg).__name__ for lg in loggers] == ['CSVLogger', 'TensorBoardLogger', 'DetWandbLogger']
     assert "'PaviLoggerHook' has no Lightning counterpart and is ignored" in caplog.text
     assert isinstance(loggers[-1], DetWandbLogger) and loggers[-1]._project == 'P'
@@ -191,7 +190,7 @@ def test_wandb_without_credentials_or_package_falls_back(tiny_cfg, tmp_path, mon
     monkeypatch.setenv('NETRC', str(tmp_path / 'no-netrc'))
     monkeypatch.setenv('HOME', str(tmp_path))
     with caplog.at_level(logging.WARNING):
-        loggers = build_loggers(tiny_cfg, str(tmp_path))
+        loggers = build_loggers(log_policy(tiny_cfg), str(tmp_path))
     assert [type(lg).__name__ for lg in loggers] == ['CSVLogger', 'TensorBoardLogger']
     assert 'W&B is off for this run: not logged in' in caplog.text
     assert 'CSV and TensorBoard logging goes on' in caplog.text
@@ -202,14 +201,14 @@ def test_wandb_without_credentials_or_package_falls_back(tiny_cfg, tmp_path, mon
         wandb.errors.CommError('Network error: connection refused')))
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        loggers = build_loggers(tiny_cfg, str(tmp_path))
+        loggers = build_loggers(log_policy(tiny_cfg), str(tmp_path))
     assert len(loggers) == 2 and 'wandb.init failed (Network error: connection refused)' in caplog.text
     monkeypatch.delenv('WANDB_API_KEY')
     caplog.clear()
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: None if name == 'wandb' else find_spec(name, *a))
     with caplog.at_level(logging.WARNING):
-        loggers = build_loggers(tiny_cfg, str(tmp_path))
+        loggers = build_loggers(log_policy(tiny_cfg), str(tmp_path))
     assert len(loggers) == 2 and 'the wandb package is not installed' in caplog.text
 
 
@@ -239,7 +238,8 @@ def test_a_drawing_error_is_a_warning_not_a_failed_run(monkeypatch, caplog, tmp_
     def broken(*args, **kwargs):
         raise RuntimeError('FT_Render_Glyph failed with error 0x62: raster overflow')
     monkeypatch.setattr(visualization, 'save_png', broken)
-    images = EvalImages(2, out_dir=str(tmp_path))
+    from lit_mmdet.runtime.record import EvalRecord
+    images = EvalImages(EvalRecord(), 2, out_dir=str(tmp_path))
     monkeypatch.setattr(images, '_samples', lambda trainer, module: ([SimpleNamespace(file_name='a.png')], ['c']))
     with caplog.at_level(logging.WARNING):
         images.on_train_end(None, None)
@@ -299,7 +299,7 @@ def test_a_resumed_run_continues_its_wandb_run_each_step_once(offline_wandb, sha
     SIGKILL) resumes into the same W&B run (its id kept in <work_dir>/wandb_run.json, resume='allow')
     and does not log steps 4 and 5 again: read back, one run id and each step once."""
     from lit_mmdet import RunSettings, train
-    from lit_mmdet.runtime.loggers import WandbOptions
+    from lit_mmdet.plan import WandbOptions
 
     work = offline_wandb / 'work'
     options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1,

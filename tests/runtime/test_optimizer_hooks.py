@@ -11,8 +11,8 @@ import torch
 from mmcv.runner import HOOKS
 
 from lit_mmdet import ConfigError, MMDetDataModule, RunSettings, resolve_run
-from lit_mmdet.runtime.optimizer_hooks import (GradientAccumulation, MMCVGradScaler, fp16_precision,
-                                               optimizer_hook_config)
+from lit_mmdet.plan.readers import optimizer_policy
+from lit_mmdet.runtime.optimizer_hooks import GradientAccumulation, MMCVGradScaler, fp16_precision
 from lit_mmdet.runtime.trainer import _precision, build_trainer
 from tests.helpers import lifted_detector, mmdet_train_loader, run_mmcv_runner
 
@@ -103,7 +103,7 @@ def test_optimizer_hook_config_reads_mmdet_spellings(tiny_cfg, optimizer_config,
     tiny_cfg.optimizer_config = optimizer_config
     if fp16 is not None:
         tiny_cfg.fp16 = fp16
-    hook = optimizer_hook_config(tiny_cfg)
+    hook = optimizer_policy(tiny_cfg)
     assert {k: getattr(hook, k) for k in expected} == expected
 
 
@@ -162,14 +162,52 @@ def test_loss_scaler_equals_mmcv_fp16_optimizer_hook(loss_scale, tmp_path, monke
         theirs.append((w.detach().clone(), float(hook.loss_scaler.get_scale())))
     monkeypatch.undo()
 
-    hook_cfg = optimizer_hook_config(dict(fp16=dict(loss_scale=loss_scale)))
+    hook_cfg = optimizer_policy(dict(optimizer=dict(type='SGD', lr=0.1), fp16=dict(loss_scale=loss_scale)))
     module = _Scaled(grads)
     trainer = pl.Trainer(accelerator='cpu', max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                         plugins=[fp16_precision(hook_cfg, 'cpu')])
+                         plugins=[fp16_precision(hook_cfg.loss_scale, 'cpu')])
     trainer.fit(module)
     assert len(module.scales) == len(theirs)
     for step, ((w_ours, s_ours), (w_theirs, s_theirs)) in enumerate(zip(module.scales, theirs)):
         assert s_ours == s_theirs, step
         torch.testing.assert_close(w_ours, w_theirs, msg=str(step))
     assert torch.equal(theirs[0][0], theirs[1][0])  # the inf step was skipped, in both
+
+
+def test_detect_anomalous_params_logs_what_mmcv_optimizer_hook_logs(tiny_cfg, tmp_path):
+    """``optimizer_config.detect_anomalous_params=True``: before each backward, the parameters outside the
+    loss's graph are logged at ERROR, named as mmcv's OptimizerHook names them (``runner.model``'s)."""
+    import glob
+    import logging
+
+    from mmcv.parallel import MMDataParallel
+    from mmcv.runner import LogBuffer, OptimizerHook
+
+    from lit_mmdet import LitDetector
+    from tests.helpers import first_batch
+    tiny_cfg.optimizer_config = dict(grad_clip=None, detect_anomalous_params=True)
+    plan = resolve_run(tiny_cfg, settings=RunSettings(work_dir=str(tmp_path / 'lit'), accelerator='cpu',
+                                                      max_iters=1))
+    lit = LitDetector(plan)
+    lit.model.unused = torch.nn.Parameter(torch.zeros(3))  # a parameter the loss does not reach
+    reference = MMDataParallel(copy.deepcopy(lit.model))
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append((record.levelno, record.getMessage()))
+    oracle = logging.getLogger('mmcv-oracle')
+    oracle.addHandler(Collect())
+    runner = SimpleNamespace(model=reference, optimizer=torch.optim.SGD(reference.parameters(), lr=0.0),
+                             outputs=reference.train_step(first_batch(plan.cfg), None), logger=oracle,
+                             log_buffer=LogBuffer())
+    OptimizerHook(detect_anomalous_params=True).after_train_iter(runner)
+    assert messages and all(level == logging.ERROR for level, _ in messages)
+    assert any(m.startswith('module.unused with shape') for _, m in messages)
+
+    trainer = build_trainer(plan, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(lit, datamodule=MMDetDataModule(plan))
+    (log_file,) = glob.glob(str(tmp_path / 'lit' / '*.log'))
+    logged = [line.split(' - ERROR - ', 1)[1].rstrip() for line in open(log_file) if ' - ERROR - ' in line]
+    assert logged == [m.rstrip() for _, m in messages]

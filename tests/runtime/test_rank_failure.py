@@ -41,7 +41,7 @@ def test_an_agreed_stop_is_no_failure_an_exception_is_noted(tmp_path):
     stop for a failure and exit 1; an exception leaves a one-line note naming it."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from lit_mmdet.runtime.rank_failure import RankFailures, other_rank_failure
+    from lit_mmdet.runtime.faults import RankFailures, other_rank_failure
 
     failures = RankFailures(str(tmp_path))
     failures.run = 'run1'

@@ -9,7 +9,7 @@ import mmdet
 import pytest
 
 from lit_mmdet.cli.train import main
-from tests.helpers import SHAPES_CONFIG, cli_options, lifted_config, tiny_options
+from tests.helpers import SHAPES_CONFIG, cli_options, lifted_config, tiny_options, trained_config
 
 ZOO = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
 
@@ -21,14 +21,15 @@ def _val_epochs(work):
 
 
 @pytest.mark.slow
-def test_evaluation_start_and_save_best_names(tmp_path, shapes_dir, capsys):
+def test_evaluation_start_and_save_best_names(tmp_path, shapes_dir, capsys, trained_weights):
     """3 epochs, evaluation.start=2: evaluated after epochs 2 and 3 (as mmdet's EvalHook); the best
     checkpoint is named as mmcv names it (1-based epoch)."""
     work = tmp_path / 'work'
     options = tiny_options(shapes_dir, **{'evaluation.start': 2, 'evaluation.interval': 1,
                                           'evaluation.save_best': 'auto', 'checkpoint_config.interval': 1,
                                           'checkpoint_config.max_keep_ckpts': 3})
-    code = main(['--config', lifted_config(tmp_path), '--work-dir', str(work), '--max-epochs', '3', '--seed', '0',
+    code = main(['--config', trained_config(tmp_path, trained_weights), '--work-dir', str(work), '--max-epochs', '3',
+                 '--seed', '0',
                  '--cfg-options', *cli_options(options)])
     assert code == 0, capsys.readouterr().err[-3000:]
     assert _val_epochs(work) == [1, 2]  # 0-based: after the 2nd and 3rd epochs
@@ -74,10 +75,11 @@ def test_iteration_names_and_an_evaluation_without_metrics(tmp_path, shapes_dir,
 
 
 @pytest.mark.slow
-def test_best_checkpoint_named_by_iteration(tmp_path, shapes_dir, capsys):
+def test_best_checkpoint_named_by_iteration(tmp_path, shapes_dir, capsys, trained_weights):
     work = tmp_path / 'work'
     options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'evaluation.save_best': 'auto'})
-    code = main(['--config', lifted_config(tmp_path), '--work-dir', str(work), '--max-iters', '2', '--seed', '0',
+    code = main(['--config', trained_config(tmp_path, trained_weights), '--work-dir', str(work), '--max-iters', '2',
+                 '--seed', '0',
                  '--cfg-options', *cli_options(options)])
     assert code == 0, capsys.readouterr().err[-3000:]
     assert 'best_segm_mAP_iter_2.ckpt' in os.listdir(work / 'checkpoints')

@@ -11,7 +11,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_mmdet import ConfigError
-from lit_mmdet.runtime.hook_driver import HookDriver, build_hooks
+from lit_mmdet.runtime.hook_driver import HookDriver
+from lit_mmdet.runtime.runner_hooks import build_hooks
 from lit_mmdet.runtime.schedules import build_schedule_hooks
 
 ITERS_PER_EPOCH = 5

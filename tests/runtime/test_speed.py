@@ -12,7 +12,8 @@ from lit_mmdet import LitDetector, MMDetDataModule
 from lit_mmdet.data import batch as batch_module
 from lit_mmdet.data.batch import PinnableCollate, PinnableContainer, unwrap_batch
 from lit_mmdet.errors import ConfigError
-from lit_mmdet.runtime.speed import CompiledForward, speed_switches
+from lit_mmdet.plan.readers import speed_switches
+from lit_mmdet.runtime.speed import CompiledForward
 from tests.helpers import SHAPES_CONFIG, capture_logs, cli_options, first_batch, run_script, tiny_options
 
 #: Per switch: (speed dict, relative tolerance of the losses). channels_last and compile change the
@@ -32,7 +33,7 @@ def _losses(lit, batch, steps=2):
     for _ in range(steps):
         torch.manual_seed(1)
         loss = lit.training_step(lit.transfer_batch_to_device(copy.deepcopy(batch), torch.device('cpu'), 0), 0)
-        out.append(dict(logged))
+        out.append(dict(logged, **{f'train/{k}': v for k, v in lit.record.step.outputs['log_vars'].items()}))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -59,7 +60,8 @@ def test_switch_gives_the_same_losses(tiny_cfg, name):
             assert b[key] == pytest.approx(a[key], rel=rtol, abs=1e-7), (step, key)
     backbone = switched.model.backbone
     if name == 'channels_last':
-        img = switched.transfer_batch_to_device(copy.deepcopy(batch), torch.device('cpu'), 0)['img']
+        (scattered,), _ = switched.runner_model.scatter((copy.deepcopy(batch),), {})  # where mmcv scatters
+        img = scattered['img']
         assert img.is_contiguous(memory_format=torch.channels_last) and not img.is_contiguous()
         conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)

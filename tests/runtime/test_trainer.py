@@ -7,33 +7,36 @@ import pytest
 from pytorch_lightning.strategies import DDPStrategy
 
 from lit_mmdet import ConfigError, RunSettings, resolve_run
-from lit_mmdet.runtime.hook_driver import build_hooks
+from lit_mmdet.runtime.runner_hooks import build_hooks
 from lit_mmdet.runtime.trainer import build_trainer, device_kwargs
 from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
 
 
+def _devices(cfg, settings):
+    return device_kwargs(resolve_run(cfg, settings=settings).devices)
+
+
 def test_several_devices_use_ddp_with_mmdet_arguments(tiny_cfg, tmp_path):
     tiny_cfg.find_unused_parameters = True
-    kwargs = device_kwargs(RunSettings(accelerator='cpu', devices=2), tiny_cfg)
+    kwargs = _devices(tiny_cfg, RunSettings(accelerator='cpu', devices=2))
     strategy = kwargs['strategy']
     assert isinstance(strategy, DDPStrategy)
     assert strategy._ddp_kwargs == dict(find_unused_parameters=True, broadcast_buffers=False)
     assert strategy._start_method == 'popen'
-    spawn = device_kwargs(RunSettings(accelerator='cpu', devices=2,
-                                         strategy='ddp_spawn'), tiny_cfg)['strategy']
+    spawn = _devices(tiny_cfg, RunSettings(accelerator='cpu', devices=2, strategy='ddp_spawn'))['strategy']
     assert spawn._start_method == 'spawn'
-    nodes = device_kwargs(RunSettings(accelerator='cpu', num_nodes=2), tiny_cfg)
+    nodes = _devices(tiny_cfg, RunSettings(accelerator='cpu', num_nodes=2))
     assert nodes['num_nodes'] == 2 and isinstance(nodes['strategy'], DDPStrategy)
-    assert device_kwargs(RunSettings(strategy='fsdp'), tiny_cfg)['strategy'] == 'fsdp'
-    single = device_kwargs(RunSettings(accelerator='cpu', sync_bn=True), tiny_cfg)
+    assert _devices(tiny_cfg, RunSettings(strategy='fsdp'))['strategy'] == 'fsdp'
+    single = _devices(tiny_cfg, RunSettings(accelerator='cpu', sync_bn=True))
     assert 'strategy' not in single and single['sync_batchnorm'] is True
     with pytest.raises(ConfigError, match='--sync-bn needs GPUs'):  # torch's SyncBatchNorm is GPU-only
-        device_kwargs(RunSettings(accelerator='cpu', devices=2, sync_bn=True), tiny_cfg)
+        _devices(tiny_cfg, RunSettings(accelerator='cpu', devices=2, sync_bn=True))
 
 
 def test_gpus_beyond_machine_is_an_error(tiny_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r'--gpus 4 asks for 4 GPU\(s\)'):
-        device_kwargs(RunSettings(gpus=4), tiny_cfg)
+        _devices(tiny_cfg, RunSettings(gpus=4))
 
 
 @pytest.mark.slow
@@ -74,7 +77,7 @@ def test_custom_hooks_of_any_registered_type_others_are_one_line_errors(tiny_cfg
     tiny_cfg.custom_hooks = [dict(type='NumClassCheckHook'), dict(type='ExpMomentumEMAHook'),
                              dict(type='EmptyCacheHook', after_iter=True, priority='LOW'),
                              dict(type='YOLOXModeSwitchHook'), dict(type='CheckInvalidLossHook')]
-    hooks = build_hooks(None, None, resolve_run(tiny_cfg).cfg.custom_hooks)
+    hooks = build_hooks(None, None, tiny_cfg.custom_hooks)
     assert [type(h).__name__ for h in hooks] == ['NumClassCheckHook', 'ExpMomentumEMAHook', 'YOLOXModeSwitchHook',
                                                  'CheckInvalidLossHook', 'EmptyCacheHook']  # by priority
     tiny_cfg.custom_hooks = [dict(type='NumClassCheckHok')]

@@ -33,8 +33,8 @@ def _mmcv_run(cfg, tmp_path):
     lit = lifted_detector(cfg)
     data = MMDetDataModule(cfg, seed=0)
     data.setup('fit')
-    val_cfg = copy.deepcopy(data.cfg.data.val)
-    val_cfg.pipeline = data.cfg.data.train.pipeline
+    val_cfg = copy.deepcopy(data.data_cfg.val)
+    val_cfg.pipeline = data.data_cfg.train.pipeline
     val_loader = build_dataloader(build_dataset(val_cfg), samples_per_gpu=2, workers_per_gpu=0, num_gpus=1,
                                   dist=False, seed=0, runner_type='EpochBasedRunner', persistent_workers=False)
     record = _ValLosses()

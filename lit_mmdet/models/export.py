@@ -16,7 +16,6 @@ import copy
 import logging
 import os
 import os.path as osp
-import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,11 +26,11 @@ from mmcv.runner import save_checkpoint
 from ..adapters.mmcv import load_any_checkpoint
 from ..config import ConfigLike
 from ..errors import ConfigError
-from .builder import without_weight_loading
+from ..plan.model import without_weight_loading
+from ..runtime.checkpoints import lightning_state, read_checkpoint
 from .detector import LitDetector
 
-__all__ = ['CorruptCheckpoint', 'LoadReport', 'check_fits', 'export_mmdet_checkpoint', 'load_mmdet_weights', 'load_detector', 'read_checkpoint',
-           'inference_config']
+__all__ = ['LoadReport', 'export_mmdet_checkpoint', 'inference_config', 'load_detector', 'load_mmdet_weights']
 
 log = logging.getLogger(__name__)
 
@@ -49,29 +48,6 @@ class LoadReport:
                 f'{self.unexpected or "none"}; shape mismatch: {self.mismatched or "none"}')
 
 
-class CorruptCheckpoint(ConfigError):
-    """A checkpoint file that is truncated or not a checkpoint at all."""
-
-
-def check_fits(module: torch.nn.Module, checkpoint: dict, path: str) -> None:
-    """A Lightning checkpoint's ``state_dict`` must fit ``module``: the same keys and shapes (EMA
-    copies, which hooks create when training starts, aside).
-
-    Raises:
-        ConfigError: One line listing the missing, unexpected and mismatched keys.
-    """
-    state, own = checkpoint.get('state_dict', {}), module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own and not k.startswith('model.ema_')]
-    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or mismatched:
-        def few(keys: list) -> str:
-            return f"{len(keys)} {keys[:3]}{'...' if len(keys) > 3 else ''}"
-        raise ConfigError(f"checkpoint '{path}' does not fit this config's model (missing {few(missing)}, "
-                          f"unexpected {few(unexpected)}, shape mismatch {few(mismatched)}); resume with the "
-                          f"config it was trained with, or start afresh (load_from= loads weights non-strictly)")
-
-
 def inference_config(cfg: Config) -> Config:
     """The config to ship with exported weights: nothing in it downloads or loads weights."""
     cfg = copy.deepcopy(cfg)
@@ -80,34 +56,6 @@ def inference_config(cfg: Config) -> Config:
     cfg.pop('load_from', None)
     cfg.pop('resume_from', None)
     return cfg
-
-
-def _require_file(path: str) -> None:
-    if not osp.isfile(path):
-        raise ConfigError(f"checkpoint '{path}' not found; give an existing .ckpt or .pth file")
-
-
-def read_checkpoint(path: str, trust: bool = False, mmap: bool = False) -> dict:
-    """``torch.load`` a local checkpoint safely: ``weights_only=True`` unless ``trust``.
-
-    Raises:
-        ConfigError: One line when the file is missing, corrupt or truncated, or holds Python
-            objects that only full unpickling can load (the fix: ``--trust-checkpoint``).
-    """
-    _require_file(path)
-    try:
-        return torch.load(path, map_location='cpu', weights_only=not trust, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        if trust:
-            raise CorruptCheckpoint(f"checkpoint '{path}' cannot be read ({str(exc).splitlines()[0]}); "
-                                    f"use an earlier checkpoint") from None
-        reason = next((line.strip() for line in str(exc).splitlines() if 'Unsupported global' in line),
-                      str(exc).splitlines()[0])
-        raise ConfigError(f"checkpoint '{path}' needs full unpickling, which can run code ({reason}); "
-                          f"if you trust where it comes from, add --trust-checkpoint") from None
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CorruptCheckpoint(f"checkpoint '{path}' is corrupt or incomplete ({str(exc).splitlines()[0]}); "
-                                f"use an earlier checkpoint") from None
 
 
 def _read_checkpoint(path: str, trust: bool = False) -> tuple[dict, dict]:
@@ -121,11 +69,13 @@ def _read_checkpoint(path: str, trust: bool = False) -> tuple[dict, dict]:
     return state, checkpoint.get('meta', {}) or {}
 
 
-def load_mmdet_weights(detector: torch.nn.Module, path: str, trust: bool = False) -> LoadReport:
+def load_mmdet_weights(detector: torch.nn.Module, path: str, trust: bool = False,
+                       set_classes: bool = True) -> LoadReport:
     """Load an mmdet ``.pth`` into a detector, non-strictly, and report what did not fit.
 
-    ``CLASSES`` from the checkpoint's meta are set on the detector, as ``init_detector`` does.
-    ``trust`` allows full unpickling (otherwise ``weights_only=True``).
+    ``set_classes``: ``CLASSES`` from the checkpoint's meta are set on the detector, as
+    ``init_detector`` does (for inference); training with ``load_from`` keeps the dataset's, as
+    mmcv's ``runner.load_checkpoint``. ``trust`` allows full unpickling (otherwise ``weights_only=True``).
     """
     state, meta = _read_checkpoint(path, trust)
     own = detector.state_dict()
@@ -134,7 +84,7 @@ def load_mmdet_weights(detector: torch.nn.Module, path: str, trust: bool = False
     state = {k: v for k, v in state.items() if k not in report.mismatched}
     result = detector.load_state_dict(state, strict=False)
     report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if meta.get('CLASSES'):
+    if set_classes and meta.get('CLASSES'):
         detector.CLASSES = tuple(meta['CLASSES'])
     if report.missing or report.unexpected or report.mismatched:
         log.warning('loaded %s with %s', path, report)
@@ -150,7 +100,7 @@ def export_mmdet_checkpoint(checkpoint: str, out: str, trust: bool = False) -> t
     if not checkpoint.endswith('.ckpt'):
         raise ConfigError(f"checkpoint '{checkpoint}' is not a lit_mmdet .ckpt file; give one")
     module = load_detector(None, checkpoint, trust=trust)
-    cfg = inference_config(module.cfg)
+    cfg = inference_config(module.plan.config_copy())
     os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
     config_path = osp.splitext(out)[0] + '.py'
     cfg.dump(config_path)
@@ -168,7 +118,7 @@ def load_detector(config: Optional[ConfigLike], checkpoint: str,
     ``weights_only=True`` unless ``trust``.
     """
     if checkpoint.endswith('.ckpt'):
-        stored = read_checkpoint(checkpoint, trust)
+        stored = lightning_state(read_checkpoint(checkpoint, trust))
         module = LitDetector(config or stored['hyper_parameters']['config'], cfg_options)
         module.on_load_checkpoint(stored)  # drops EMA copies, as for load_from_checkpoint
         module.load_state_dict(stored['state_dict'])

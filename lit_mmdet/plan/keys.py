@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from ..plan import RunPlan
+    from .resolve import RunPlan
 
 __all__ = ['KeyRow', 'runtime_key_rows', 'format_rows', 'unused_key_notes']
 
@@ -79,19 +79,19 @@ def _checkpoint(plan: 'RunPlan') -> tuple[str, str]:
 
 
 def _log_config(plan: 'RunPlan') -> tuple[str, str]:
-    from .loggers import LOG_HOOKS
-    hooks = [h.get('type') for h in (plan.cfg.get('log_config') or {}).get('hooks', [])]
-    known = [h for h in hooks if h in LOG_HOOKS]
-    unknown = [h for h in hooks if h not in LOG_HOOKS]
-    text = f'Trainer(log_every_n_steps={plan.log_interval}); CSV always; {known} -> Lightning loggers'
-    if unknown:
-        text += f'; {unknown}: no Lightning counterpart, not used'
-    return LIGHTNING, text
+    log = plan.log
+    known = ['TextLoggerHook'] + (['TensorboardLoggerHook'] if log.tensorboard is not None else []) + \
+        (['W&B'] if log.wandb is not None else [])
+    text = (f"mmcv's logger hooks every {log.interval} iterations: {known}; TextLoggerHook -> .log/.log.json, "
+            f"the others and CSV (always) -> Lightning loggers")
+    if log.ignored:
+        text += f'; {list(log.ignored)}: no Lightning counterpart, not used'
+    return MMCV_HOOK, text
 
 
 def _custom_hooks(plan: 'RunPlan') -> tuple[str, str]:
     parts = []
-    for hook in plan.cfg.get('custom_hooks') or []:
+    for hook in plan.config_dict.get('custom_hooks') or []:
         kind = hook.get('type') if isinstance(hook, dict) else type(hook).__name__
         if kind == 'NumClassCheckHook':
             parts.append("NumClassCheckHook: lit_mmdet's check of heads' num_classes vs data.train")
@@ -108,22 +108,21 @@ def _custom_hooks(plan: 'RunPlan') -> tuple[str, str]:
 
 
 def _dist_params(plan: 'RunPlan') -> tuple[str, str]:
-    from .trainer import process_group_backend
-    settings = plan.settings
-    accelerator = 'gpu' if (settings.gpus or 0) > 0 else (settings.accelerator or 'auto')
-    backend = process_group_backend(plan.cfg, accelerator)
-    given = (plan.cfg.get('dist_params') or {}).get('backend', 'nccl')
+    devices = plan.devices
+    accelerator = 'gpu' if (devices.gpus or 0) > 0 else (devices.accelerator or 'auto')
+    backend = devices.process_group_backend(accelerator)
+    given = devices.backend
     note = '' if backend == given else f' ({given} needs CUDA)'
     return LIGHTNING, f'DDPStrategy(process_group_backend={backend!r}){note} when several processes run'
 
 
 def _schedule(name: str) -> Callable[['RunPlan'], tuple[str, str]]:
     def describe(plan: 'RunPlan') -> tuple[str, str]:
-        value = plan.cfg.get(name)
-        if not value:
+        spec = next((s for s in plan.hooks if s.source == name), None)
+        if spec is None:
             return IGNORED, 'none'
-        return MMCV_HOOK, f"mmcv {value.get('policy', '?')} updater hook driven by HookDriver (by_epoch=" \
-                          f"{value.get('by_epoch', True)})"
+        by_epoch = spec.hook.get('by_epoch', True) if isinstance(spec.hook, dict) else getattr(spec.hook, 'by_epoch', True)
+        return MMCV_HOOK, f"mmcv's {spec.type_name} driven by HookDriver (by_epoch={by_epoch})"
     return describe
 
 
@@ -132,11 +131,12 @@ def _const(kind: str, text: str) -> Callable[['RunPlan'], tuple[str, str]]:
 
 
 def _optimizer_config(plan: 'RunPlan') -> tuple[str, str]:
-    hook = plan.optimizer_hook
-    oc = plan.cfg.get('optimizer_config') or {}
-    parts = [f"{oc.get('type', 'OptimizerHook')}: Lightning's backward + step"]
-    if oc.get('grad_clip'):
-        parts.append(f"grad_clip -> mmcv's clip_grad_norm_({dict(oc['grad_clip'])})")
+    hook = plan.optimizer
+    parts = [f"{hook.hook_type}: Lightning's backward + step"]
+    if hook.grad_clip:
+        parts.append(f"grad_clip -> mmcv's clip_grad_norm_({dict(hook.grad_clip)})")
+    if hook.detect_anomalous_params:
+        parts.append("detect_anomalous_params: mmcv's check before each backward (ERROR lines)")
     if hook.cumulative_iters > 1:
         parts.append(f'cumulative_iters={hook.cumulative_iters}: gradient accumulation as mmcv')
     if hook.fp16:
@@ -145,10 +145,9 @@ def _optimizer_config(plan: 'RunPlan') -> tuple[str, str]:
 
 
 def _auto_scale_lr(plan: 'RunPlan') -> tuple[str, str]:
-    auto = plan.cfg.get('auto_scale_lr') or {}
-    if not auto.get('enable', False):
+    if plan.optimizer.auto_scale_base is None:
         return IGNORED, 'enable=False: optimizer.lr as given (as mmdet)'
-    return LIT_MMDET, f"optimizer.lr x (processes x samples_per_gpu) / {auto.get('base_batch_size')} (mmdet's rule)"
+    return LIT_MMDET, f"optimizer.lr x (processes x samples_per_gpu) / {plan.optimizer.auto_scale_base} (mmdet's rule)"
 
 
 def _workflow(plan: 'RunPlan') -> tuple[str, str]:
@@ -189,30 +188,30 @@ DESCRIBE: dict[str, Callable[['RunPlan'], tuple[str, str]]] = {
     'custom_imports': _const(LIT_MMDET, 'imported when the config is loaded (any failure: a one-line error)'),
     'workflow': _workflow,
     'dist_params': _dist_params,
-    'log_level': lambda plan: (LIT_MMDET, f"lit_mmdet's messages at {plan.log_level} (errors only on ranks > 0)"),
+    'log_level': lambda plan: (LIT_MMDET, f"lit_mmdet's messages at {plan.log.level} (errors only on ranks > 0)"),
     'load_from': _const(LIT_MMDET, 'weights loaded before training unless resuming (keys reported)'),
     'resume_from': _const(LIT_MMDET, 'resume from this lit_mmdet checkpoint (= --resume PATH)'),
     'auto_resume': lambda plan: ((LIT_MMDET, 'the newest whole checkpoint of the run (= --resume auto)')
-                                 if plan.cfg.get('auto_resume') else (IGNORED, 'False')),
+                                 if plan.load.auto_resume else (IGNORED, 'False')),
     'work_dir': lambda plan: (LIT_MMDET, f'work dir {plan.work_dir} (--work-dir overrides)'),
     'seed': _seed,
     'gpu_ids': _const(IGNORED, "mmdet's tools/train.py replaces it by --gpu-id(s) too; use --gpus / --devices"),
     'device': _const(IGNORED, 'Lightning picks the device: --accelerator / --gpus'),
     'cudnn_benchmark': lambda plan: ((LIGHTNING, 'Trainer(benchmark=True): cudnn.benchmark')
-                                     if plan.cfg.get('cudnn_benchmark') else (LIGHTNING, 'off (cudnn default)')),
+                                     if plan.devices.cudnn_benchmark else (LIGHTNING, 'off (cudnn default)')),
     'speed': _speed,
     'mp_start_method': _const(MMDET, "mmdet's setup_multi_processes before the Trainer"),
     'opencv_num_threads': _const(MMDET, "mmdet's setup_multi_processes before the Trainer"),
     'auto_scale_lr': _auto_scale_lr,
     'find_unused_parameters': lambda plan: (LIGHTNING, f"DDPStrategy(find_unused_parameters="
-                                                       f"{bool(plan.cfg.get('find_unused_parameters'))})"),
+                                                       f"{plan.devices.find_unused_parameters})"),
 }
 
 
 def runtime_key_rows(plan: 'RunPlan') -> list[KeyRow]:
     """One row for every top-level key of the plan's config, in the config's order."""
     rows = []
-    for key, value in plan.cfg.items():
+    for key, value in plan.config_dict.items():
         describe = DESCRIBE.get(key)
         if value is None and key in ('load_from', 'resume_from'):
             kind, action = IGNORED, 'None: nothing to load'
