@@ -93,16 +93,16 @@ def loss_parity(config: str, data_dir: str, device: str) -> dict:
     from mmdet.utils import build_dp
 
     from lit_mmdet import LitDetector
-    from tests.helpers import capture_logs, first_batch
+    from tests.helpers import first_batch
     with tempfile.TemporaryDirectory() as work_dir:
         cfg = _tiny_cfg(config, data_dir, work_dir)
         torch.manual_seed(0)
         lit = LitDetector(cfg).to(device)
         reference = build_dp(copy.deepcopy(lit.model), device, **(dict(device_ids=[0]) if device == 'cuda' else {}))
         batch = first_batch(lit.cfg)
-        logged = capture_logs(lit)
         torch.manual_seed(1)
-        lit.training_step(lit.transfer_batch_to_device(copy.deepcopy(batch), torch.device(device), 0), 0)
+        lit.training_step(copy.deepcopy(batch), 0)  # (mmcv's batch: the module's wrapper scatters it)
+        logged = {f'train/{k}': v for k, v in lit.record.step.outputs['log_vars'].items()}
         torch.manual_seed(1)
         expected = reference.train_step(copy.deepcopy(batch), None)['log_vars']
     diffs = {k: abs(float(logged[f'train/{k}']) - v) / max(abs(v), 1e-12) for k, v in expected.items()}
@@ -138,7 +138,8 @@ def fp16_parity(data_dir: str, device: str = 'cuda') -> dict:
 
         class Capture(pl.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-                captured['batch'] = {k: copy.deepcopy(v) for k, v in batch.items() if k != WORKER_RNG}
+                (scattered,), _ = pl_module.runner_model.scatter((batch,), {})  # as mmcv's wrapper scatters it
+                captured['batch'] = {k: copy.deepcopy(v) for k, v in scattered.items() if k != WORKER_RNG}
 
         trainer = build_trainer(plan, callbacks=[Capture()], enable_progress_bar=False, logger=False,
                                 enable_checkpointing=False)

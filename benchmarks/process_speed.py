@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     from lit_mmdet.datasets.shapes import generate
 
     from lit_mmdet import load_config
-    from lit_mmdet.models.builder import fill_neck_in_channels
+    from lit_mmdet.plan.model import fill_neck_in_channels
 
     modes = ('batch', 'terminal') if args.mode == 'both' else (args.mode,)
     runs: dict[str, dict[str, list]] = {mode: {'mmdet': [], 'lit': []} for mode in modes}

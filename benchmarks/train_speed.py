@@ -68,9 +68,10 @@ def run_mmdet(args, data_dir, work_dir):
     from mmdet.datasets import build_dataloader, build_dataset
     from mmdet.utils import build_dp, setup_multi_processes
 
+    from mmdet.models import build_detector
+
     from lit_mmdet.evaluation import EVAL_HOOK_KEYS
-    from lit_mmdet.models import build_model
-    from lit_mmdet.models.builder import fill_neck_in_channels
+    from lit_mmdet.plan.model import fill_neck_in_channels
 
     cfg = _config(args, data_dir, work_dir)
     setup_multi_processes(cfg)  # as tools/train.py (lit_mmdet's build_trainer does the same)
@@ -91,8 +92,10 @@ def run_mmdet(args, data_dir, work_dir):
 
     cfg.custom_hooks = [dict(type='_BenchTimer', priority='LOWEST')]
     fill_neck_in_channels(cfg.model)
-    model = build_model(cfg)  # build_detector + init_weights
+    model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
+    model.init_weights()  # (as mmdet's tools/train.py)
     dataset = build_dataset(cfg.data.train)
+    model.CLASSES = dataset.CLASSES
     try:
         train_detector(model, [dataset], cfg, distributed=False, validate=False)
     except StopIteration:

@@ -125,7 +125,10 @@ def dry_run(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequenc
     from .models.builder import build_model
     from .plan.keys import format_rows, runtime_key_rows
 
+    from .runtime.loggers import console_logging
+
     plan = resolve_run(config, cfg_options, settings)
+    console_logging(plan.log.level)
     lines = [f'config: {plan.filename or "<dict>"}  ({len(plan.config_dict)} keys)',
              format_rows(runtime_key_rows(plan)), '']
     print('\n'.join(lines), flush=True)

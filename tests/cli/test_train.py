@@ -106,3 +106,34 @@ def test_fast_dev_run_trains_one_batch_and_writes_no_results(tmp_path, shapes_di
     written = sorted(osp.relpath(osp.join(d, f), work) for d, _, files in os.walk(work) for f in files)
     assert written == ['runtime_keys.txt', 'solo_timm_shapes.py'], written
     assert 'metrics: none' in out.stdout
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--max_epochs', '1'], 'train.py: error: --max_epochs: did you mean --max-epochs?'),
+    (['--work_dir', 'w'], 'train.py: error: --work_dir: did you mean --work-dir?'),
+    (['--launcher', 'pytorch'], "train.py: error: --launcher is mmdet's tools/train.py flag: lit_mmdet starts the "
+                                'processes itself'),
+    (['--resume-from', 'x.pth'], "train.py: error: --resume-from is mmdet's tools/train.py flag: use --resume PATH"),
+    (['--lr', '0.01'], 'error: --lr: neither a train.py flag nor a key of'),
+    (['--optimizer.lrr=0.01'], 'did you mean --optimizer.lr?'),
+])
+def test_a_typo_is_one_line_not_another_run(capsys, argv, expected):
+    """What argparse (and mmdet's tools/train.py habits) would take for a config variable: one line naming
+    the right flag or key, exit code 2, nothing trained."""
+    from lit_mmdet.cli.train import main
+    with pytest.raises(SystemExit) as stop:
+        code = main(['--config', SHAPES_CONFIG, *argv])
+        raise SystemExit(code)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_a_sweep_agents_arguments_still_override_the_config(tmp_path, shapes_dir, capsys):
+    """What `wandb agent` runs (``--key=value`` for keys the config has): accepted, applied (--dry-run's table)."""
+    from lit_mmdet.cli.train import main
+    options = cli_options(tiny_options(shapes_dir))
+    code = main(['--config', SHAPES_CONFIG, '--work-dir', str(tmp_path), '--dry-run', '--optimizer.lr=0.00123',
+                 '--model.backbone.model_name=resnet34', '--data.samples_per_gpu=2', '--cfg-options', *options])
+    out = capsys.readouterr().out
+    assert code == 0 and "'lr': 0.00123" in out, out[-2000:]
+    assert 'model: SOLO, 21.81 M parameters' in out  # resnet34's, not resnet18's 11.70 M

@@ -81,6 +81,15 @@ def test_val_phase_losses_and_weights_equal_mmcv_runner(tiny_cfg, tmp_path):
         assert len(losses) == 3 and ours == pytest.approx(losses, rel=1e-5)
     for name, param in lit.model.named_parameters():  # the val phase drew the same random numbers
         torch.testing.assert_close(param, theirs[name], rtol=1e-5, atol=1e-7, msg=name)
+    # mmcv's text and JSON logs have the val phase's lines, as mmcv's TextLoggerHook writes them
+    import glob
+    import json
+    (log_json,) = glob.glob(str(tmp_path / 'lit' / '*.log.json'))
+    val_lines = [json.loads(line) for line in open(log_json) if '"mode": "val"' in line]
+    assert [line['epoch'] for line in val_lines] == [2, 3]
+    for line, expected in zip(val_lines, theirs_seen):
+        losses = {k: v for k, v in expected.items() if k.endswith('_val')}
+        assert {k: line[k] for k in losses} == pytest.approx(losses, abs=1e-5)  # (rounded to 5 decimals by mmcv)
 
 
 @pytest.mark.parametrize('workflow, by_epoch, expected', [
