@@ -33,6 +33,16 @@ def _value(value):
     return value if isinstance(value, (str, bool, type(None))) else type(value).__name__
 
 
+def _rng():
+    """Where torch's global generator stands (what a hook drawing from it draws). numpy's is not
+    compared: with workers_per_gpu=0 Lightning loads the next batch (its augmentation draws) before
+    the step's hooks run, mmcv after them (README: the differences that remain)."""
+    import hashlib
+
+    import torch
+    return hashlib.md5(torch.get_rng_state().numpy().tobytes()).hexdigest()[:8]
+
+
 def _stem(path):
     return osp.splitext(osp.basename(path))[0] if isinstance(path, str) else path
 
@@ -77,7 +87,7 @@ class RecordContract(Hook):
     def after_train_iter(self, runner):
         outputs = runner.outputs
         self._add('after_train_iter', runner, outputs=sorted(outputs), loss=_value(float(outputs['loss'])),
-                  buffered=sorted(runner.log_buffer.val_history))
+                  buffered=sorted(runner.log_buffer.val_history), rng=_rng())
         self._evaluated(runner, 'after_train_iter')
         if runner.max_epochs is None and runner.iter + 1 == self.save_at:
             self._save(runner)
