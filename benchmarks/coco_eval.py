@@ -90,15 +90,14 @@ def run_side(side: str, ann_file: str, results_file: str) -> dict:
     import lit_mmdet  # noqa: F401  (numpy aliases)
     from mmdet.datasets import CocoDataset
 
-    from lit_mmdet.evaluation import _coco_eval, evaluate, numeric_metrics
+    from lit_mmdet.evaluation import evaluate, numeric_metrics
 
     dataset = CocoDataset(ann_file, pipeline=[], test_mode=True, classes=[f'class{c}' for c in range(CLASSES)])
     with open(results_file, 'rb') as f:
         results = pickle.load(f)
     start = time.perf_counter()
     if side == 'mmdet':
-        with _coco_eval(False):
-            metrics = numeric_metrics(dataset.evaluate(results, metric=['bbox', 'segm']))
+        metrics = numeric_metrics(dataset.evaluate(results, metric=['bbox', 'segm']))
     else:
         metrics = evaluate(dataset, results, dict(metric=['bbox', 'segm']))
     seconds = time.perf_counter() - start

@@ -12,13 +12,13 @@ import os
 import os.path as osp
 from typing import Any, Mapping, Sequence, Union
 
-from . import _compat  # noqa: F401  (numpy aliases before mmcv/mmdet)
+from ._compat import config_file_reader  # (first: numpy aliases before mmcv/mmdet)
 from .errors import ConfigError
 
 import mmcv
 from mmcv import Config, ConfigDict
 
-from .adapters.mmcv import close_config_temporaries, config_dict, file2dict_wrapped, parse_option_value
+from .adapters.mmcv import close_config_temporaries, config_dict, parse_option_value
 
 __all__ = ['PACKAGE_CONFIG_ROOTS', 'check_keys_exist', 'load_config', 'parse_cfg_options', 'resolve_scoped_path',
            'to_container']
@@ -62,15 +62,9 @@ def resolve_scoped_path(filename: str) -> str:
     return path
 
 
-def _scoped_bases() -> Any:
-    """Let mmcv's ``Config._file2dict`` follow ``'mmdet::'`` bases while loading."""
-    def wrap(original):
-        def _file2dict(filename, use_predefined_variables=True):
-            if '::' in str(filename):
-                filename = resolve_scoped_path(str(filename))
-            return original(filename, use_predefined_variables)
-        return _file2dict
-    return file2dict_wrapped(wrap)
+def _scoped(filename: str) -> str:
+    """A file name as mmcv should read it: ``'mmdet::x.py'`` -> the file inside the package."""
+    return resolve_scoped_path(filename) if '::' in filename else filename
 
 
 def parse_cfg_options(options: Union[None, Sequence[str], Mapping[str, Any]]) -> dict:
@@ -127,7 +121,7 @@ def _read_file(path: str) -> Config:
     if not osp.isfile(path):
         raise ConfigError(f'config file not found: {path}; pass an existing .py config')
     try:
-        with _scoped_bases():
+        with config_file_reader(_scoped):
             return Config.fromfile(path, import_custom_modules=False)
     except SyntaxError as exc:
         close_config_temporaries(exc)

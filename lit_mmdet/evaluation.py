@@ -1,58 +1,26 @@
 """Results collection and ``dataset.evaluate`` the way mmdet's eval hooks do it."""
 from __future__ import annotations
 
-import contextlib
 import datetime
 import itertools
 import json
 import logging
 import numbers
 import time
-import types
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
-import mmdet.core.evaluation.recall as _mmdet_recall
-import numpy as np
 import torch
 import torch.distributed as dist
 from mmdet.core import encode_mask_results
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from ._compat import evaluate_keeps_warning_filters, faster_coco_eval
+from .adapters.torch import batch_norm_base, default_store
 from .plan.readers import EVAL_HOOK_KEYS
 
 __all__ = ['EVAL_HOOK_KEYS', 'broadcast_bn_buffers', 'encode_results', 'evaluate', 'evaluate_on_rank0',
            'gather_results', 'numeric_metrics', 'share_from_rank0']
 
 log = logging.getLogger(__name__)
-
-
-class _RaggedNumpy(types.ModuleType):
-    """numpy, except that ``array`` of a list of differently shaped arrays is a 1-D object array,
-    as numpy < 1.24 made it. mmdet 2.28's ``eval_recalls`` (``metric='proposal_fast'``/``'recall'``)
-    stacks per-image IoU matrices that way; numpy 2 raises unless every image has as many
-    ground-truth boxes and proposals as the others."""
-
-    def __init__(self) -> None:
-        super().__init__('numpy')
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-    @staticmethod
-    def array(obj: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        try:
-            return np.array(obj, *args, **kwargs)
-        except ValueError:
-            if args or kwargs or not isinstance(obj, list):
-                raise
-            out = np.empty(len(obj), dtype=object)
-            for i, item in enumerate(obj):
-                out[i] = item
-            return out
-
-
-_mmdet_recall.np = _RaggedNumpy()
-
 
 
 def encode_results(results: Sequence[Any]) -> list:
@@ -89,7 +57,7 @@ def broadcast_bn_buffers(model: torch.nn.Module) -> None:
     if _dist_world() == 1:
         return
     for module in model.modules():
-        if isinstance(module, _BatchNorm) and module.track_running_stats:
+        if isinstance(module, batch_norm_base()) and module.track_running_stats:
             dist.broadcast(module.running_var, 0)
             dist.broadcast(module.running_mean, 0)
 
@@ -100,39 +68,10 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, numbers.Number) and not isinstance(v, bool)}
 
 
-@contextlib.contextmanager
-def _coco_eval(fast: bool) -> Iterator[None]:
-    """mmdet's ``CocoDataset.evaluate`` with ``faster_coco_eval``'s C++ ``COCOeval`` (the same
-    metrics as pycocotools', to 1e-4: tested) in place of pycocotools', when ``fast`` and installed."""
-    if not fast:
-        yield
-        return
-    try:
-        from faster_coco_eval import COCOeval_faster
-    except ImportError:
-        yield
-        return
-    import mmdet.datasets.coco as coco_module
-    original = coco_module.COCOeval
-    coco_module.COCOeval = COCOeval_faster
-    try:
-        yield
-    finally:
-        coco_module.COCOeval = original
-
-
 def _quiet_evaluate(dataset: Any, results: Optional[list], kwargs: Mapping[str, Any], fast: bool = True) -> dict:
-    """``dataset.evaluate`` (COCO: with the fast ``COCOeval``, :func:`_coco_eval`), whose warning
-    filters stay inside it: mmdet's ``CocoDataset.evaluate`` calls ``warnings.simplefilter('once')``
-    before its segm notice, which would otherwise show every warning lit_mmdet filters (``_compat``)
-    for the rest of the process."""
-    import warnings
-    with warnings.catch_warnings(), _coco_eval(fast):
-        simplefilter, warnings.simplefilter = warnings.simplefilter, lambda *args, **kw: None
-        try:
-            return dataset.evaluate(results, **kwargs)
-        finally:
-            warnings.simplefilter = simplefilter
+    """``dataset.evaluate`` (COCO: with the fast ``COCOeval``), its warning filters kept inside it."""
+    with faster_coco_eval(fast), evaluate_keeps_warning_filters():
+        return dataset.evaluate(results, **kwargs)
 
 
 def evaluate_on_rank0(dataset: Any, results: Optional[list], kwargs: Mapping[str, Any],
@@ -169,8 +108,6 @@ def share_from_rank0(metrics: dict, rank0: bool, wait: datetime.timedelta = EVAL
     that NCCL's watchdog ends after the process group's timeout (30 min) - a long COCO / LVIS
     evaluation on rank 0 then stops nobody. Every rank calls it once per evaluation; the others poll
     the store with short calls."""
-    from .adapters.torch_dist import default_store
-
     store, count = default_store(), next(_EVALUATIONS)
     key = f'lit_mmdet/eval_metrics/{count}'
     if rank0:

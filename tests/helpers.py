@@ -206,7 +206,7 @@ def real_checkpoint(cfg, path: str, weights: str = None) -> str:
     import pytorch_lightning as pl
 
     from lit_mmdet import LitDetector, MMDetDataModule
-    from lit_mmdet.models.export import load_mmdet_weights
+    from lit_mmdet.runtime.mmdet_weights import load_mmdet_weights
     if weights is not None:
         model = LitDetector(cfg)
         load_mmdet_weights(model.model, weights, set_classes=False)

@@ -272,7 +272,7 @@ def test_a_non_finite_loss_under_a_loss_scaler_is_skipped_not_fatal(tiny_cfg, ca
     module.model.train_step = lambda batch, optimizer: dict(loss=nan, log_vars=dict(loss=float('nan')),
                                                             num_samples=1)
     module.log = module.log_dict = lambda *a, **k: None
-    module.trainer = pl.Trainer(accelerator='cpu', plugins=[fp16_precision(512., 'cpu')], logger=False,
+    module.trainer = pl.Trainer(accelerator='cpu', plugins=[fp16_precision(dict(init_scale=512.), 512., 'cpu')], logger=False,
                                 default_root_dir=str(tmp_path))
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
@@ -320,3 +320,51 @@ def test_every_config_key_has_a_row_and_unused_ones_are_said(tiny_cfg):
     table = format_rows(rows)
     assert all(f'\n{key} ' in table for key in plan.cfg.keys())
     assert list(itertools.islice(table.splitlines(), 1))[0].startswith('key')
+
+
+class _Untouchable:
+    """A config that fails on any read: handed to the run in the plan's ``cfg``."""
+
+    filename = None
+
+    def __getattr__(self, name):
+        raise AssertionError(f'plan.cfg.{name} read outside the plan')
+
+    def __getitem__(self, key):
+        raise AssertionError(f'plan.cfg[{key!r}] read outside the plan')
+
+    def __iter__(self):
+        raise AssertionError('plan.cfg iterated outside the plan')
+
+    def __contains__(self, key):
+        raise AssertionError(f'{key!r} in plan.cfg outside the plan')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('config', ['solo_timm_shapes.py', 'mask_rcnn_timm_shapes.py'])
+def test_the_plan_is_the_only_reader_of_config_keys(tmp_path, shapes_dir, config):
+    """Every key of the demo configs (mmdet's default_runtime.py, schedule_1x.py and coco_instance.py
+    among their bases) is read by the plan only: a whole training run (data, model, hooks, loggers,
+    checkpoints, evaluation, the dumped config) goes through with a plan whose ``cfg`` fails on any read."""
+    import dataclasses
+    import os.path as osp
+
+    from lit_mmdet import train
+    from lit_mmdet.plan.keys import runtime_key_rows
+    from tests.helpers import ROOT, tiny_options
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 2, 'checkpoint_config.interval': 1,
+                                          'log_config.hooks': [dict(type='TextLoggerHook'),
+                                                               dict(type='TensorboardLoggerHook')]})
+    plan = resolve_run(osp.join(ROOT, 'configs', config), options,
+                       RunSettings(work_dir=str(tmp_path), max_iters=2, seed=0, accelerator='cpu'))
+    keys = set(plan.config_dict)
+    assert {'checkpoint_config', 'log_config', 'custom_hooks', 'dist_params', 'log_level', 'load_from',
+            'resume_from', 'workflow', 'opencv_num_threads', 'mp_start_method', 'auto_scale_lr', 'optimizer',
+            'optimizer_config', 'lr_config', 'runner', 'evaluation', 'data', 'model'} <= keys
+    assert {r.key for r in runtime_key_rows(plan)} == keys  # each key has the plan's reading of it
+    guarded = dataclasses.replace(plan, cfg=_Untouchable())
+    with pytest.raises(AssertionError, match='read outside the plan'):
+        guarded.cfg.get('runner')
+    result = train(guarded, enable_progress_bar=False, enable_model_summary=False)
+    assert result.trainer.global_step == 2 and osp.isfile(plan.last_checkpoint)
+    assert osp.isfile(osp.join(str(tmp_path), f'{plan.name}.py'))  # the config dumped, from the plan's own copy

@@ -1,12 +1,12 @@
 """pytorch-lightning 2.6 private attributes lit_mmdet depends on (see ``tests/adapters``)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 
-__all__ = ['dump_checkpoint', 'gate_validation', 'observe_validation', 'train_loaders', 'wandb_run_started',
-           'writes_logs']
+__all__ = ['dump_checkpoint', 'started_experiment', 'train_loaders', 'validation_decision', 'wandb_artifact_name', 'wandb_model_logging',
+           'wandb_run_started', 'writes_logs']
 
 
 def writes_logs(trainer: pl.Trainer) -> bool:
@@ -20,9 +20,15 @@ def train_loaders(trainer: pl.Trainer) -> list:
     return list(loader.flattened) if loader is not None else []
 
 
+def started_experiment(logger: Any) -> Any:
+    """A Lightning logger's experiment (W&B run, CSV writer, ...) if it has made one, else None (without
+    making one: ``logger.experiment`` would)."""
+    return logger._experiment
+
+
 def wandb_run_started(logger: Any) -> bool:
     """Whether a ``WandbLogger`` has started its run (without starting one)."""
-    return logger._experiment is not None
+    return started_experiment(logger) is not None
 
 
 def dump_checkpoint(trainer: pl.Trainer) -> dict:
@@ -30,32 +36,21 @@ def dump_checkpoint(trainer: pl.Trainer) -> dict:
     return trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
 
 
-def _decision(trainer: pl.Trainer) -> Any:
-    """The fit loop's per-batch validation decision (``_should_check_val_fx``), wrapped once: gates
-    (all must allow) and observers (told the final decision) are added to the wrapper."""
+def validation_decision(trainer: pl.Trainer, replacement: Any = None) -> Any:
+    """The fit loop's per-batch decision to validate (``_should_check_val_fx``); with ``replacement``, set it."""
     loop = trainer.fit_loop.epoch_loop
-    decide = loop._should_check_val_fx
-    if getattr(decide, '_lit_mmdet_gate', False):
-        return decide
-
-    def gated(*args: Any, **kwargs: Any) -> bool:
-        result = bool(decide(*args, **kwargs)) and all(allow() for allow in gated.allows.values())
-        for observer in list(gated.observers.values()):
-            observer(result)
-        return result
-    gated._lit_mmdet_gate = True  # type: ignore[attr-defined]
-    gated.__wrapped__ = decide  # type: ignore[attr-defined]
-    gated.allows = {}  # type: ignore[attr-defined]
-    gated.observers = {}  # type: ignore[attr-defined]
-    loop._should_check_val_fx = gated
-    return gated
+    if replacement is not None:
+        loop._should_check_val_fx = replacement
+    return loop._should_check_val_fx
 
 
-def gate_validation(trainer: pl.Trainer, allow: Callable[[], bool], owner: Any = None) -> None:
-    """Validate only where Lightning's own cadence would and ``allow()`` agrees (one gate per ``owner``)."""
-    _decision(trainer).allows[id(owner if owner is not None else allow)] = allow
+def wandb_model_logging(logger: Any) -> bool:
+    """Whether a ``WandbLogger`` logs checkpoints as artifacts (``log_model``)."""
+    return bool(logger._log_model)
 
 
-def observe_validation(trainer: pl.Trainer, observer: Callable[[bool], None], owner: Any = None) -> None:
-    """``observer(validates)`` after every training step, with the fit loop's decision to validate now."""
-    _decision(trainer).observers[id(owner if owner is not None else observer)] = observer
+def wandb_artifact_name(logger: Any, name: Any = None) -> Any:
+    """A ``WandbLogger``'s checkpoint artifact name; with ``name``, set it."""
+    if name is not None:
+        logger._checkpoint_name = name
+    return logger._checkpoint_name

@@ -1,13 +1,13 @@
-"""mmcv 1.7 private attributes lit_mmdet depends on (see ``tests/test_adapters.py``)."""
+"""mmcv 1.7 private attributes lit_mmdet depends on (see ``tests/adapters``)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from mmcv import Config, DictAction
 
-__all__ = ['close_config_temporaries', 'config_dict', 'eval_hook_rule_keys', 'file2dict_wrapped',
-           'load_any_checkpoint', 'parse_option_value']
+__all__ = ['close_config_temporaries', 'config_dict', 'config_file2dict', 'eval_hook_rule_keys',
+           'parse_option_value', 'scatter_to_gpu']
 
 
 def config_dict(cfg: Config) -> Any:
@@ -20,28 +20,33 @@ def parse_option_value(value: str) -> Any:
     return DictAction._parse_iterable(value)
 
 
-@contextlib.contextmanager
-def file2dict_wrapped(wrap: Callable[[Callable], Callable]) -> Iterator[None]:
-    """Replace ``Config._file2dict`` (how mmcv reads one config file and its bases) by
-    ``wrap(original)`` while the block runs."""
+def config_file2dict(replacement: Any = None) -> Any:
+    """mmcv's ``Config._file2dict`` (a staticmethod: how mmcv reads one config file and its bases); with
+    ``replacement``, a context in which it is replaced."""
     original = Config.__dict__['_file2dict']
-    Config._file2dict = staticmethod(wrap(original.__func__))
-    try:
-        yield
-    finally:
-        Config._file2dict = original
+    if replacement is None:
+        return original
+
+    @contextlib.contextmanager
+    def replaced() -> Iterator[None]:
+        Config._file2dict = replacement
+        try:
+            yield
+        finally:
+            Config._file2dict = original
+    return replaced()
+
+
+def scatter_to_gpu(tensor: Any, index: int) -> Any:
+    """mmcv's ``Scatter.forward`` for one GPU (a background copy stream, as ``MMDataParallel``)."""
+    from mmcv.parallel._functions import Scatter
+    return Scatter.forward([index], tensor)[0]
 
 
 def eval_hook_rule_keys() -> tuple[list[str], list[str]]:
     """mmcv ``EvalHook``'s metric-name lists for ``rule`` inference: (greater, less)."""
     from mmcv.runner import EvalHook
     return list(EvalHook._default_greater_keys), list(EvalHook._default_less_keys)
-
-
-def load_any_checkpoint(path: str) -> dict:
-    """mmcv's checkpoint loader for ``open-mmlab://``, ``http(s)://``, ``s3://``, ... paths."""
-    from mmcv.runner.checkpoint import _load_checkpoint
-    return _load_checkpoint(path, map_location='cpu')
 
 
 def close_config_temporaries(exc: BaseException) -> None:

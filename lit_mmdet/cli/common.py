@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Callable, Optional, Sequence, Union
 
+from ..adapters.stdlib import parser_flags
 from ..errors import ConfigError, TrainingError, one_line
 
 __all__ = ['add_device_args', 'add_config_args', 'config_key_arguments', 'devices_arg', 'run_main']
@@ -50,7 +51,7 @@ MMDET_FLAGS = {
 
 def _flag_typo(parser: argparse.ArgumentParser, key: str) -> Optional[str]:
     """The line for ``--key`` when it is a flag misspelt (``--max_epochs``) or mmdet's own."""
-    flags = sorted(o for action in parser._actions for o in action.option_strings if o.startswith('--'))
+    flags = parser_flags(parser)
     spelled = '--' + key.replace('_', '-')
     if spelled in flags:
         return f'--{key}: did you mean {spelled}?'

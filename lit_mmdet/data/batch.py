@@ -7,6 +7,8 @@ from typing import Any, Callable
 import torch
 from mmcv.parallel import DataContainer
 
+from ..adapters.mmcv import scatter_to_gpu
+
 __all__ = ['PinnableCollate', 'PinnableContainer', 'unwrap_batch']
 
 
@@ -52,11 +54,8 @@ def _scatter_to_gpu(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     stream that the compute stream then waits for. A copy from pageable memory on the compute stream
     would first wait for all the GPU work queued there (the previous step's backward and update);
     on the background stream it overlaps with it."""
-    from mmcv.parallel._functions import Scatter
-
     index = device.index if device.index is not None else torch.cuda.current_device()
-    return Scatter.forward([index], tensor)[0]
-
+    return scatter_to_gpu(tensor, index)
 
 class PinnableContainer(DataContainer):
     """A ``DataContainer`` that torch's pin-memory thread can pin (``pin_memory()``)."""

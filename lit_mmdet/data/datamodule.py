@@ -13,7 +13,6 @@ import contextlib
 import copy
 import io
 import json
-import os.path as osp
 from typing import TYPE_CHECKING, Any, Optional, Union
 
 import pytorch_lightning as pl
@@ -24,6 +23,7 @@ from typing_extensions import override
 
 from ..config import ConfigLike
 from ..errors import ConfigError, unknown_type_error
+from ..plan.data_paths import check_split_paths
 from .bad_images import guard_images
 from .batch import PinnableCollate
 from .samplers import WORKER_RNG, WorkerInit, resumable_loader
@@ -31,57 +31,12 @@ from .samplers import WORKER_RNG, WorkerInit, resumable_loader
 if TYPE_CHECKING:
     from ..plan import RunPlan
 
-__all__ = ['MMDetDataModule', 'check_data_paths']
-
-
-def _sync_seed_on_process_device() -> None:
-    """mmdet's infinite and class-aware samplers broadcast their seed on a CUDA tensor
-    (``sync_random_seed(seed)``, device 'cuda'), which a CPU process group cannot do; give them the
-    device mmdet's own ``DistributedSampler`` uses (``mmdet.utils.get_device()``)."""
-    import functools
-
-    from mmdet.core.utils import sync_random_seed
-    from mmdet.datasets.samplers import class_aware_sampler, infinite_sampler
-    from mmdet.utils import get_device
-
-    @functools.wraps(sync_random_seed)
-    def on_device(seed=None, device=None):
-        return sync_random_seed(seed, device or get_device())
-    for module in (infinite_sampler, class_aware_sampler):
-        module.sync_random_seed = on_device
-
-
-_sync_seed_on_process_device()
-
-
-def _check_paths(split_cfg: Any, where: str) -> None:
-    """``ann_file`` / ``img_prefix`` must exist (looked for through dataset wrappers)."""
-    while 'dataset' in split_cfg:
-        split_cfg, where = split_cfg.dataset, f'{where}.dataset'
-    ann_files = split_cfg.get('ann_file')
-    for ann_file in ann_files if isinstance(ann_files, (list, tuple)) else [ann_files]:
-        if ann_file and not osp.isfile(ann_file):
-            raise ConfigError(f"{where}.ann_file '{ann_file}' not found; fix the path (or data_root) "
-                              f"or generate the data (python -m lit_mmdet.datasets.shapes)")
-    prefix = split_cfg.get('img_prefix')
-    if prefix and not osp.isdir(prefix):
-        raise ConfigError(f"{where}.img_prefix '{prefix}' is not a folder; fix the path (or data_root)")
-
-
-def check_data_paths(spec: Any, splits: tuple[str, ...] = ('train', 'val')) -> None:
-    """Every ``ann_file`` / ``img_prefix`` of ``data.<split>`` exists: a wrong path fails in seconds,
-    before any model is built (one-line ``ConfigError``). ``spec``: the plan's ``DataSpec``."""
-    data = spec.cfg
-    for split in splits:
-        split_cfg = data.get(split)
-        for i, part in enumerate(split_cfg if isinstance(split_cfg, (list, tuple)) else [split_cfg]):
-            if part is not None:
-                _check_paths(part, f'data.{split}' if not isinstance(split_cfg, (list, tuple)) else f'data.{split}.{i}')
+__all__ = ['MMDetDataModule']
 
 
 def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = None) -> Any:
     """mmdet's ``build_dataset`` with one-line errors for wrong paths, types and JSON."""
-    _check_paths(split_cfg, where)
+    check_split_paths(split_cfg, where)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "loading annotations into memory..."
             return build_dataset(split_cfg, default_args)

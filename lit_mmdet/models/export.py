@@ -1,51 +1,34 @@
-"""Checkpoints both ways: Lightning ``.ckpt`` <-> mmdet 2.x ``.pth``.
+"""A trained ``LitDetector`` out and in: Lightning ``.ckpt`` -> mmdet 2.x ``.pth``, and either kind back.
 
 * :func:`export_mmdet_checkpoint` writes what mmdet's runner writes (mmcv
   ``save_checkpoint``: ``state_dict`` + ``meta`` with ``CLASSES`` and the config
   text), plus the config as a ``.py`` file beside it, so mmdet's
   ``init_detector`` + ``inference_detector`` run it unchanged.
-* :func:`load_mmdet_weights` initialises a detector from an mmdet ``.pth`` (e.g. a
-  model zoo file) and reports missing / unexpected / mismatched keys.
-* :func:`load_detector` opens either kind for ``test.py`` / ``predict.py``.
+* :func:`load_detector` opens either kind for ``test.py`` / ``predict.py`` (an mmdet ``.pth``
+  through :func:`~lit_mmdet.runtime.mmdet_weights.load_mmdet_weights`).
 
 Usage: ``python export.py K.ckpt out.pth``.
 """
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import os.path as osp
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from mmcv import Config
 from mmcv.runner import save_checkpoint
 
-from ..adapters.mmcv import load_any_checkpoint
 from ..config import ConfigLike
 from ..errors import ConfigError
 from ..plan.model import without_weight_loading
 from ..runtime.checkpoints import lightning_state, read_checkpoint
+from ..runtime.mmdet_weights import load_mmdet_weights
 from .detector import LitDetector
 
-__all__ = ['LoadReport', 'export_mmdet_checkpoint', 'inference_config', 'load_detector', 'load_mmdet_weights']
+__all__ = ['export_mmdet_checkpoint', 'inference_config', 'load_detector']
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoadReport:
-    """Which checkpoint keys did not load into the detector."""
-
-    missing: list = field(default_factory=list)
-    unexpected: list = field(default_factory=list)
-    mismatched: list = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return (f'missing keys: {self.missing or "none"}; unexpected keys: '
-                f'{self.unexpected or "none"}; shape mismatch: {self.mismatched or "none"}')
 
 
 def inference_config(cfg: Config) -> Config:
@@ -56,39 +39,6 @@ def inference_config(cfg: Config) -> Config:
     cfg.pop('load_from', None)
     cfg.pop('resume_from', None)
     return cfg
-
-
-def _read_checkpoint(path: str, trust: bool = False) -> tuple[dict, dict]:
-    """``(state_dict without 'module.' prefixes, meta)`` of an mmcv/mmdet checkpoint."""
-    if '://' in path:  # mmcv's loaders: open-mmlab://, http(s)://, s3://, ...
-        checkpoint = load_any_checkpoint(path)
-    else:
-        checkpoint = read_checkpoint(path, trust)
-    state = checkpoint.get('state_dict', checkpoint)
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-    return state, checkpoint.get('meta', {}) or {}
-
-
-def load_mmdet_weights(detector: torch.nn.Module, path: str, trust: bool = False,
-                       set_classes: bool = True) -> LoadReport:
-    """Load an mmdet ``.pth`` into a detector, non-strictly, and report what did not fit.
-
-    ``set_classes``: ``CLASSES`` from the checkpoint's meta are set on the detector, as
-    ``init_detector`` does (for inference); training with ``load_from`` keeps the dataset's, as
-    mmcv's ``runner.load_checkpoint``. ``trust`` allows full unpickling (otherwise ``weights_only=True``).
-    """
-    state, meta = _read_checkpoint(path, trust)
-    own = detector.state_dict()
-    report = LoadReport(mismatched=[k for k, v in state.items()
-                                    if k in own and own[k].shape != v.shape])
-    state = {k: v for k, v in state.items() if k not in report.mismatched}
-    result = detector.load_state_dict(state, strict=False)
-    report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if set_classes and meta.get('CLASSES'):
-        detector.CLASSES = tuple(meta['CLASSES'])
-    if report.missing or report.unexpected or report.mismatched:
-        log.warning('loaded %s with %s', path, report)
-    return report
 
 
 def export_mmdet_checkpoint(checkpoint: str, out: str, trust: bool = False) -> tuple[str, str]:

@@ -236,6 +236,8 @@ class OptimizerPolicy:
         detect_anomalous_params: mmcv's check for parameters outside the loss graph.
         fp16: Mixed precision with a loss scaler (Lightning ``16-mixed`` on CUDA).
         loss_scale: ``Fp16OptimizerHook``'s ``loss_scale`` (float, ``'dynamic'`` or GradScaler kwargs).
+        scaler_kwargs: ``loss_scale`` as torch ``GradScaler`` arguments.
+        scale_update_to: The scale every update resets to (a float ``loss_scale`` stays fixed), else None.
         cumulative_iters: Iterations per optimizer step (1: no accumulation).
         auto_scale_base: ``auto_scale_lr.base_batch_size`` when enabled, else None.
         samples_per_gpu: Training images per process (for ``auto_scale_lr``).
@@ -247,6 +249,8 @@ class OptimizerPolicy:
     detect_anomalous_params: bool = False
     fp16: bool = False
     loss_scale: Union[float, str, Mapping[str, Any]] = 512.
+    scaler_kwargs: Mapping[str, Any] = field(default_factory=lambda: dict(init_scale=512.))
+    scale_update_to: Optional[float] = 512.
     cumulative_iters: int = 1
     auto_scale_base: Optional[int] = None
     samples_per_gpu: int = 2

@@ -291,14 +291,15 @@ def optimizer_policy(cfg: Any) -> OptimizerPolicy:
     if not isinstance(cumulative_iters, int) or cumulative_iters < 1:
         raise ConfigError(f'optimizer_config.cumulative_iters={cumulative_iters!r}: use a positive integer')
     loss_scale = dict(fp16_cfg or {}).get('loss_scale', optimizer_config.get('loss_scale', 512.))
-    loss_scaler_kwargs(loss_scale)  # validated now, not at the first step
+    scaler_kwargs, scale_update_to = loss_scaler_kwargs(loss_scale)  # validated now, not at the first step
     auto = cfg.get('auto_scale_lr') or {}
     data = cfg.get('data') or {}
     per_gpu = (data.get('train_dataloader') or {}).get('samples_per_gpu', data.get('samples_per_gpu', 2))
     grad_clip = optimizer_config.get('grad_clip')
     return OptimizerPolicy(cfg=dict(optimizer), hook_type=kind, grad_clip=dict(grad_clip) if grad_clip else None,
                            detect_anomalous_params=bool(optimizer_config.get('detect_anomalous_params', False)),
-                           fp16=fp16 or fp16_cfg is not None, loss_scale=loss_scale, cumulative_iters=cumulative_iters,
+                           fp16=fp16 or fp16_cfg is not None, loss_scale=loss_scale, scaler_kwargs=scaler_kwargs,
+                           scale_update_to=scale_update_to, cumulative_iters=cumulative_iters,
                            auto_scale_base=auto.get('base_batch_size') if auto.get('enable', False) else None,
                            samples_per_gpu=int(per_gpu))
 

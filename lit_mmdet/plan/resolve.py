@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from .. import _compat  # noqa: F401
 from ..config import ConfigLike, load_config, to_container
 from ..errors import ConfigError
+from .data_paths import check_data_paths
 from .hooks import carried_hooks, early_stopping, hook_specs
 from .model import model_spec
 from .policies import (CheckpointPolicy, DataSpec, DevicePolicy, EarlyStopPolicy, EvalPolicy, HookSpec, LoadPolicy,
@@ -149,7 +150,7 @@ def _data_spec(cfg: Any, seed: int, runner_type: str, settings: RunSettings) -> 
 
 
 def resolve_run(config: Union[ConfigLike, RunPlan], cfg_options: Union[None, Sequence[str], Mapping] = None,
-                settings: Optional[RunSettings] = None) -> RunPlan:
+                settings: Optional[RunSettings] = None, *, check_paths: bool = False) -> RunPlan:
     """Turn a config and command-line settings into the run's :class:`RunPlan`.
 
     Args:
@@ -157,6 +158,8 @@ def resolve_run(config: Union[ConfigLike, RunPlan], cfg_options: Union[None, Seq
             (e.g. the one stored in a lit_mmdet checkpoint). A ``RunPlan`` is returned as it is.
         cfg_options: ``--cfg-options`` overrides.
         settings: Command-line choices (work dir, length, seed, devices, ...).
+        check_paths: Check that the data the run reads exists (``data.train``, and ``data.val`` when it
+            evaluates), as a training run does before it builds anything.
 
     Raises:
         ConfigError: One line naming the key and the fix, before any model or data is built.
@@ -165,8 +168,15 @@ def resolve_run(config: Union[ConfigLike, RunPlan], cfg_options: Union[None, Seq
         if cfg_options or settings:
             raise ConfigError('resolve_run: a RunPlan is already resolved; pass the config instead to '
                               'change cfg_options or settings')
-        return config
-    settings = settings or RunSettings()
+        plan = config
+    else:
+        plan = _resolve(config, cfg_options, settings or RunSettings())
+    if check_paths:
+        check_data_paths(plan.data, ('train', 'val') if plan.evaluation.enabled else ('train',))
+    return plan
+
+
+def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping], settings: RunSettings) -> RunPlan:
     cfg = load_config(config, cfg_options)
     if settings.skip_bad_images:
         cfg.data.skip_bad_images = True

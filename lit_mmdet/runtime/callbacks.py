@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 from typing_extensions import override
 
-from ..adapters.lightning import gate_validation, writes_logs
+from .._compat import gate_validation
+from ..adapters.lightning import writes_logs
 from .record import EvalRecord
 
 __all__ = ['BatchNormBroadcast', 'EvalImages', 'EvalSchedule', 'SkippedImagesLog']

@@ -7,8 +7,8 @@
   save and ``runner.save_checkpoint``'s mmcv-format files (which also carry the Lightning state, so
   ``--resume`` continues from them).
 * Reading: :func:`read_checkpoint` (``weights_only`` unless trusted, one-line errors for corrupt
-  files), :func:`resolve_resume` (``--resume PATH|auto``: the newest whole checkpoint, torn files
-  passed over), :func:`check_fits` and :class:`PendingState` (model state that hooks create at
+  files), :func:`find_resume` / :func:`resolve_resume` (``--resume PATH|auto``, ``resume_from``,
+  ``auto_resume``: the newest whole checkpoint, torn files passed over), :func:`check_fits` and :class:`PendingState` (model state that hooks create at
   ``before_run``, e.g. EMA copies, loaded once they exist).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import mmcv
@@ -33,7 +34,7 @@ from ..errors import ConfigError, TrainingError
 
 __all__ = ['AtomicCheckpointIO', 'CheckpointWriter', 'CorruptCheckpoint', 'PendingState', 'LIGHTNING_STATE',
            'check_fits', 'last_checkpoint_note', 'lightning_state', 'read_checkpoint', 'remove_stale_temporaries',
-           'resolve_resume']
+           'resolve_resume', 'ResumeSource', 'find_resume']
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,45 @@ def resolve_resume(resume: Optional[str], checkpoint_dir: str, trust: bool = Fal
     return None
 
 
+@dataclass(frozen=True)
+class ResumeSource:
+    """Where a run continues from: the checkpoint (None: a fresh start), its Lightning state and step."""
+
+    path: Optional[str] = None
+    state: Optional[dict] = None
+
+    @property
+    def step(self) -> Optional[int]:
+        """The checkpoint's ``global_step`` (the loggers go on from it), None for a fresh start."""
+        return int(self.state.get('global_step', 0)) if self.state is not None else None
+
+    def check_fits(self, module: torch.nn.Module) -> None:
+        """The checkpoint fits ``module`` (:func:`check_fits`); nothing to check for a fresh start."""
+        if self.path is not None:
+            check_fits(module, self.state, self.path)
+
+
+def find_resume(resume: Optional[str], load: Any, checkpoint_dir: str, trust: bool = False) -> ResumeSource:
+    """The checkpoint a run continues from, as mmdet's ``tools/train.py`` picks it: ``resume`` (``--resume
+    PATH|auto``), else the plan's ``resume_from``, else ``auto_resume`` (the newest in ``checkpoint_dir``).
+
+    Args:
+        resume: ``--resume``: a path, ``'auto'`` or None.
+        load: The plan's :class:`~lit_mmdet.plan.LoadPolicy`.
+        checkpoint_dir: The plan's checkpoint folder.
+        trust: Allow checkpoints that need full unpickling.
+    """
+    source = '--resume'
+    if resume is None and load.resume_from:
+        resume, source = load.resume_from, 'resume_from'
+    elif resume is None and load.auto_resume:
+        resume, source = 'auto', 'auto_resume'
+    path = resolve_resume(resume, checkpoint_dir, trust=trust, source=source)
+    if path is None:
+        return ResumeSource()
+    return ResumeSource(path, lightning_state(read_checkpoint(path, trust=trust, mmap=True)))
+
+
 class PendingState:
     """Model state a checkpoint holds that the module does not have yet: hooks create it in
     ``before_run`` (EMA copies, ``model.ema_*`` buffers). ``hold`` takes it out of the checkpoint
@@ -243,6 +283,9 @@ class CheckpointWriter(ModelCheckpoint):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.dirpath = os.fspath(self.dirpath)
+        if trainer.is_global_zero:
+            for stale in remove_stale_temporaries(self.dirpath):
+                print(f'removed {stale}: a checkpoint save that was killed')
 
     # Lightning's triggers: none (mmcv's points save)
     @override

@@ -22,7 +22,7 @@ from typing_extensions import override
 
 from .checkpoints import last_checkpoint_note
 
-__all__ = ['RankFailures', 'cause_of', 'other_rank_failure']
+__all__ = ['RankFailures', 'cause_of', 'other_rank_failure', 'worker_died']
 
 _NOTE = '.rank-failure-{run}-{rank}'
 
@@ -47,8 +47,16 @@ def other_rank_failure(work_dir: str, run: Optional[str], rank: int) -> Optional
     return None
 
 
+def worker_died(exc: BaseException) -> bool:
+    """torch's errors for a DataLoader worker killed (e.g. by the OOM killer) or gone."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and 'DataLoader worker' in text and \
+        ('killed by signal' in text or 'exited unexpectedly' in text)
+
+
 class RankFailures(pl.Callback):
-    """Failure notes and the watch for other ranks' (see the module docstring).
+    """Failure notes and the watch for other ranks' (see the module docstring); :attr:`error` is what
+    stopped training, as one line naming the cause (and, under DDP, the rank).
 
     Args:
         work_dir: Shared by every rank (as checkpoints need it to be).
@@ -66,6 +74,9 @@ class RankFailures(pl.Callback):
         self._stop = threading.Event()
         self._failed = False
         self._last_checkpoint: Optional[str] = None
+        #: The failure as one line (a ``TrainingError``) once training raised; None: nothing lit_mmdet
+        #: can say better than the error itself (one process, not a worker's death).
+        self.error: Optional[Exception] = None
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -95,6 +106,7 @@ class RankFailures(pl.Callback):
         if isinstance(exception, SIGTERMException):  # a stop every rank agreed on (SIGTERM, Ctrl-C): no failure
             self._stop.set()
             return
+        self.error = self._error_for(exception, trainer.global_rank)
         if self.run is None or self._failed:
             return
         self._failed = True
@@ -104,6 +116,23 @@ class RankFailures(pl.Callback):
         with open(note + '.tmp', 'w') as f:
             f.write(cause_of(exception) + '\n')
         os.replace(note + '.tmp', note)
+
+    def _error_for(self, exc: BaseException, rank: int) -> Optional[Exception]:
+        from ..errors import TrainingError
+
+        kept = last_checkpoint_note(self.last_checkpoint)
+        if worker_died(exc):
+            return TrainingError(f'a DataLoader worker died ({str(exc).strip().splitlines()[0]}), likely out of '
+                                 f'memory: lower data.workers_per_gpu or data.samples_per_gpu; {kept}; continue with '
+                                 f'--work-dir {self.work_dir} --resume auto')
+        if self.run is None:
+            return None
+        found = other_rank_failure(self.work_dir, self.run, rank)
+        if found is not None:
+            return TrainingError(f'rank {found[0]} failed ({found[1]}); rank {rank} stopped too; {kept}; fix the '
+                                 f'cause, then --resume auto')
+        return TrainingError(f'rank {rank} failed ({cause_of(exc)}); the other ranks stop too; {kept}; fix the '
+                             f'cause, then --resume auto')
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

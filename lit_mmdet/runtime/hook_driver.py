@@ -32,7 +32,7 @@ from mmcv.runner import Hook, get_priority
 from torch import nn
 from typing_extensions import override
 
-from ..adapters.lightning import observe_validation
+from .._compat import observe_validation
 from ..errors import ConfigError
 from .checkpoints import PendingState
 from .record import RunRecord
@@ -98,7 +98,7 @@ class HookDriver(pl.Callback):
         by_epoch = self.by_epoch and not iteration_based(trainer)
         runner = self.runner = RunnerView(trainer, pl_module, by_epoch, self.work_dir, **self.runner_kwargs)
         self.hooks = sorted(self._factory(trainer, runner), key=lambda h: h.priority)  # stable, as mmcv
-        runner._hooks = self.hooks
+        runner.set_hooks(self.hooks)
         self._early = [h for h in self.hooks if h.priority < OPTIMIZER_PRIORITY]
         self._late = [h for h in self.hooks if h.priority >= OPTIMIZER_PRIORITY]
         self._eval = next((h for h in self.hooks if hasattr(h, 'fresh')), None)  # Lightning's evaluation
@@ -109,7 +109,7 @@ class HookDriver(pl.Callback):
     def state_dict(self) -> dict:
         """``runner.meta['hook_msgs']`` (best score and checkpoint, last checkpoint): mmcv keeps it in
         every checkpoint's ``meta`` and ``runner.resume`` restores it."""
-        msgs = self.runner.meta.get('hook_msgs') if self.runner is not None and self.runner._meta is not None \
+        msgs = self.runner.meta.get('hook_msgs') if self.runner is not None and self.runner.meta_made \
             else self._hook_msgs
         return dict(hook_msgs=dict(msgs or {}))
 
@@ -158,7 +158,7 @@ class HookDriver(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after Lightning restored weights, optimizer and loops: mmcv's runner.resume precedes before_run
         runner = self.runner
-        runner._epoch, runner._iter = trainer.current_epoch, trainer.global_step
+        runner.set_position(epoch=trainer.current_epoch, iter=trainer.global_step)
         if self._hook_msgs:
             runner.meta.setdefault('hook_msgs', {}).update(self._hook_msgs)
         self._call('before_run', self.hooks)
@@ -170,7 +170,8 @@ class HookDriver(pl.Callback):
     def _set_up_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         runner = self.runner
         pl_module.model.train()  # mmcv's EpochBasedRunner.train(): norm_eval BNs, frozen stages stay in eval
-        runner.mode, runner._epoch = 'train', trainer.current_epoch
+        runner.mode = 'train'
+        runner.set_position(epoch=trainer.current_epoch)
         self._call('before_train_epoch', self.hooks)
         self._epoch_set_up = trainer.current_epoch
 
@@ -204,13 +205,14 @@ class HookDriver(pl.Callback):
                     self._set_up_epoch(trainer, pl_module)
                 else:
                     self._replay_epoch_set_up(trainer, pl_module)
-            runner._inner_iter = batch_idx
+            runner.set_position(inner_iter=batch_idx)
         else:
             pl_module.model.train()  # IterBasedRunner.train() does, every iteration
-            runner.mode, runner._inner_iter = 'train', 0  # its workflow loop resets inner_iter per phase
+            runner.mode = 'train'
+            runner.set_position(inner_iter=0)  # its workflow loop resets inner_iter per phase
             if batch_idx == 0 and epoch > 0:  # IterLoader counts the restart after train() read its epoch
                 epoch -= 1
-        runner._epoch, runner._iter = epoch, trainer.global_step
+        runner.set_position(epoch=epoch, iter=trainer.global_step)
         runner.data_batch, runner.outputs = batch, None
         self._after_iter_done = False
         self._call('before_train_iter', self.hooks)
@@ -253,12 +255,10 @@ class HookDriver(pl.Callback):
     def _finish_iter(self) -> None:
         runner = self.runner
         runner.data_batch = None
-        runner._iter += 1
-        if not runner.by_epoch:
-            runner._inner_iter += 1
+        runner.set_position(iter=runner.iter + 1, inner_iter=None if runner.by_epoch else runner.inner_iter + 1)
 
     def _finish_epoch(self) -> None:
-        self.runner._epoch += 1
+        self.runner.set_position(epoch=self.runner.epoch + 1)
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -302,7 +302,8 @@ class HookDriver(pl.Callback):
             self._call('before_val_epoch', self.hooks)
             runner.log_buffer.clear()
             for i, batch in enumerate(self._val_loader):
-                runner._inner_iter, runner.data_batch = i, batch
+                runner.set_position(inner_iter=i)
+                runner.data_batch = batch
                 self._call('before_val_iter', self.hooks)
                 runner.outputs = model.val_step(batch, None)
                 runner.log_buffer.update(runner.outputs['log_vars'], runner.outputs['num_samples'])

@@ -22,37 +22,12 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, Wand
 from pytorch_lightning.utilities import rank_zero_only
 from typing_extensions import override
 
-from ..adapters.lightning import wandb_run_started
+from ..adapters.lightning import started_experiment, wandb_artifact_name, wandb_model_logging, wandb_run_started
 from ..plan import LogPolicy
-from .text_log import Below
 
 log = logging.getLogger(__name__)
 
-__all__ = ['DetWandbLogger', 'build_loggers', 'console_logging', 'finish_wandb', 'log_run_files']
-
-
-def console_logging(level: str, rank: int = 0) -> None:
-    """lit_mmdet's own messages at ``level`` (errors only on ranks > 0), as mmdet's
-    ``get_root_logger(log_level=cfg.log_level)``: information on stdout (time-stamped), warnings and
-    errors on stderr as before; called once per run, replaces its own handlers (records still
-    propagate, e.g. to pytest's or an application's handlers)."""
-    import sys
-
-    logger = logging.getLogger('lit_mmdet')
-    for handler in [h for h in logger.handlers if getattr(h, '_lit_mmdet', False)]:
-        logger.removeHandler(handler)
-    info = logging.StreamHandler(sys.stdout)
-    info.addFilter(Below(logging.WARNING))
-    info.setFormatter(logging.Formatter('%(asctime)s - lit_mmdet - %(levelname)s - %(message)s'))
-    handlers: list[logging.Handler] = [info]
-    if not logging.getLogger().handlers:  # else the application's (or pytest's) handlers show them
-        problems = logging.StreamHandler(sys.stderr)  # (Python's last-resort handler no longer would)
-        problems.setLevel(logging.WARNING)
-        handlers.append(problems)
-    for handler in handlers:
-        handler._lit_mmdet = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.setLevel(level if rank == 0 else 'ERROR')
+__all__ = ['DetWandbLogger', 'build_loggers', 'finish_wandb', 'log_run_files']
 
 
 def _wandb_unavailable() -> Optional[str]:
@@ -129,15 +104,15 @@ class DetWandbLogger(WandbLogger):
         """A checkpoint as a ``model`` artifact aliased ``latest`` (and ``best`` for the ``save_best``
         file), with the last evaluation's metrics as metadata when ``log_checkpoint_metadata``; only
         when the config's W&B hook has ``log_checkpoint=True``."""
-        if not self._log_model or not osp.isfile(path):
+        if not wandb_model_logging(self) or not osp.isfile(path):
             return
         import wandb
         metadata: dict[str, Any] = {'original_filename': osp.basename(path), 'kind': kind}
         if self._log_checkpoint_metadata:
             metadata.update(self._eval_metrics)
-        if not self._checkpoint_name:
-            self._checkpoint_name = f'model-{self.experiment.id}'
-        artifact = wandb.Artifact(name=self._checkpoint_name, type='model', metadata=metadata)
+        if not wandb_artifact_name(self):
+            wandb_artifact_name(self, f'model-{self.experiment.id}')
+        artifact = wandb.Artifact(name=wandb_artifact_name(self), type='model', metadata=metadata)
         artifact.add_file(path, name=osp.basename(path), policy=self.add_file_policy)
         self.experiment.log_artifact(artifact, aliases=['latest', 'best'] if kind == 'best' else ['latest'])
 
@@ -194,8 +169,8 @@ class ResumedCSVLogger(CSVLogger):
     @property
     @override
     def experiment(self) -> Any:
-        if self._experiment is not None:
-            return self._experiment
+        if started_experiment(self) is not None:
+            return started_experiment(self)
         path = osp.join(self.log_dir, 'metrics.csv')
         kept: list[dict] = []
         if osp.isfile(path):
@@ -203,7 +178,7 @@ class ResumedCSVLogger(CSVLogger):
                 kept = [{k: v for k, v in row.items() if v != ''} for row in csv.DictReader(f)
                         if row.get('step') and int(row['step']) < self.keep_before]
         writer = super().experiment  # Lightning's writer removes the old file
-        if writer is self._experiment:  # rank 0's real writer (other ranks get a dummy that takes anything)
+        if writer is started_experiment(self):  # rank 0's real writer (other ranks get a dummy that takes anything)
             writer.metrics = kept + writer.metrics
         return writer
 

@@ -15,11 +15,10 @@ this module keeps mmcv's arithmetic:
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
-from ..plan.readers import loss_scaler_kwargs
 
 __all__ = ['GradientAccumulation', 'MMCVGradScaler', 'fp16_precision']
 
@@ -77,10 +76,9 @@ class MMCVGradScaler(torch.amp.GradScaler):
         super().update(self.update_to if new_scale is None else new_scale)
 
 
-def fp16_precision(loss_scale: Any, device: str = 'cuda') -> Any:
-    """Lightning's ``16-mixed`` precision plugin with the config's loss scaler (``loss_scale`` as
-    mmcv's ``Fp16OptimizerHook`` takes it: a float, ``'dynamic'`` or GradScaler arguments)."""
+def fp16_precision(kwargs: Mapping[str, Any], update_to: Optional[float], device: str = 'cuda') -> Any:
+    """Lightning's ``16-mixed`` precision plugin with the config's loss scaler (the plan's
+    ``scaler_kwargs`` / ``scale_update_to``, from ``loss_scale`` as mmcv's ``Fp16OptimizerHook`` takes it)."""
     from pytorch_lightning.plugins.precision import MixedPrecision
 
-    kwargs, update_to = loss_scaler_kwargs(loss_scale)
     return MixedPrecision('16-mixed', device, scaler=MMCVGradScaler(device, update_to=update_to, **kwargs))

@@ -48,7 +48,7 @@ class RunnerFeatureError(ConfigError):
 #: mmcv runner methods a hook may call that Lightning's own features replace.
 _REPLACED = {
     'resume': 'resume with train.py --resume PATH|auto (trainer.fit(ckpt_path=...))',
-    'load_checkpoint': 'load weights with load_from=... (lit_mmdet.models.export.load_mmdet_weights)',
+    'load_checkpoint': 'load weights with load_from=... (lit_mmdet.runtime.mmdet_weights.load_mmdet_weights)',
     'register_hook': 'list the hook in custom_hooks',
     'register_hook_from_cfg': 'list the hook in custom_hooks',
     'register_training_hooks': 'the config keys configure the runner hooks',
@@ -136,6 +136,26 @@ class RunnerView:
         self._epoch = 0
         self._iter = 0
         self._inner_iter = 0
+
+    # the hook driver's setters ---------------------------------------------------------
+    def set_hooks(self, hooks: list[Hook]) -> None:
+        """The run's hooks, sorted by priority (``runner.hooks``)."""
+        self._hooks = hooks
+
+    def set_position(self, *, epoch: Optional[int] = None, iter: Optional[int] = None,
+                     inner_iter: Optional[int] = None) -> None:
+        """Where the run is, as mmcv's runners count (``epoch``, ``iter``, ``inner_iter``)."""
+        if epoch is not None:
+            self._epoch = epoch
+        if iter is not None:
+            self._iter = iter
+        if inner_iter is not None:
+            self._inner_iter = inner_iter
+
+    @property
+    def meta_made(self) -> bool:
+        """Whether ``runner.meta`` was read or set (it is made on first read)."""
+        return self._meta is not None
 
     # mmcv's BaseRunner API ------------------------------------------------------------
     @property

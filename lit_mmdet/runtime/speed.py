@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..adapters.torch import compiler_error_types
 from ..errors import one_line
 from ..plan import SpeedSwitches
 
@@ -66,7 +67,7 @@ class CompiledForward:
         try:
             return self.compiled(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any error of a first call; compiler errors later
-            if self.calls > 1 and not _compiler_error(exc):
+            if self.calls > 1 and not isinstance(exc, compiler_error_types()):
                 raise
             log.warning('speed.compile: the %s does not compile (%s); it runs eagerly', self.name,
                         one_line(exc)[:300])
@@ -81,17 +82,6 @@ class CompiledForward:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state['module'], state['name'], state['args'])
-
-
-def _compiler_error(exc: BaseException) -> bool:
-    import torch._dynamo.exc as dynamo_exc
-    kinds: tuple = (dynamo_exc.TorchDynamoException,)
-    try:
-        from torch._inductor.exc import InductorError
-        kinds += (InductorError,)
-    except ImportError:  # older torch
-        pass
-    return isinstance(exc, kinds)
 
 
 def to_channels_last(img: Any) -> Any:

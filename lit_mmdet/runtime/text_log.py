@@ -1,5 +1,6 @@
-"""mmcv's log files: ``<work_dir>/<timestamp>.log`` and ``<timestamp>.log.json``, as mmdet's
-``tools/train.py`` writes them, so mmdet's ``tools/analysis_tools/analyze_logs.py`` reads lit_mmdet runs.
+"""Text logs: lit_mmdet's console lines (:func:`console_logging`, at the config's ``log_level``) and mmcv's
+log files, ``<work_dir>/<timestamp>.log`` and ``<timestamp>.log.json``, as mmdet's ``tools/train.py``
+writes them, so mmdet's ``tools/analysis_tools/analyze_logs.py`` reads lit_mmdet runs.
 
 mmcv's own ``TextLoggerHook`` writes them: it is one of the run's hooks, driven by the hook driver
 with the run's runner view (the log buffer fed by ``train_step`` and mmcv's ``IterTimerHook``, the
@@ -10,14 +11,15 @@ report to the ``.log`` file only (:func:`init_report_to`), as under mmdet's ``to
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import os.path as osp
 import sys
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
-__all__ = ['Below', 'close_logger', 'init_report_to', 'run_logger']
+__all__ = ['Below', 'close_logger', 'console_logging', 'init_report', 'init_report_to', 'run_logger']
 
 _LOGGERS = itertools.count()
 
@@ -46,6 +48,18 @@ def init_report_to(log_path: str) -> Callable[[], None]:
     return undo
 
 
+@contextlib.contextmanager
+def init_report(log_path: Optional[str]) -> Iterator[None]:
+    """Within the block, mmcv's ``init_weights`` report goes to ``log_path`` only (:func:`init_report_to`);
+    None: nowhere new."""
+    undo = init_report_to(log_path) if log_path else None
+    try:
+        yield
+    finally:
+        if undo is not None:
+            undo()
+
+
 class Below(logging.Filter):
     """Only records below ``level`` (information on stdout; warnings and errors go to stderr)."""
 
@@ -55,6 +69,28 @@ class Below(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < self.level
+
+
+def console_logging(level: str, rank: int = 0) -> None:
+    """lit_mmdet's own messages at ``level`` (errors only on ranks > 0), as mmdet's
+    ``get_root_logger(log_level=cfg.log_level)``: information on stdout (time-stamped), warnings and
+    errors on stderr as before; called once per run, replaces its own handlers (records still
+    propagate, e.g. to pytest's or an application's handlers)."""
+    logger = logging.getLogger('lit_mmdet')
+    for handler in [h for h in logger.handlers if getattr(h, '_lit_mmdet', False)]:
+        logger.removeHandler(handler)
+    info = logging.StreamHandler(sys.stdout)
+    info.addFilter(Below(logging.WARNING))
+    info.setFormatter(logging.Formatter('%(asctime)s - lit_mmdet - %(levelname)s - %(message)s'))
+    handlers: list[logging.Handler] = [info]
+    if not logging.getLogger().handlers:  # else the application's (or pytest's) handlers show them
+        problems = logging.StreamHandler(sys.stderr)  # (Python's last-resort handler no longer would)
+        problems.setLevel(logging.WARNING)
+        handlers.append(problems)
+    for handler in handlers:
+        handler._lit_mmdet = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level if rank == 0 else 'ERROR')
 
 
 def run_logger(path: Optional[str], console: Optional[bool] = None, rank: int = 0) -> logging.Logger:

@@ -18,7 +18,6 @@ import torch
 from ..errors import ConfigError
 from ..plan import DevicePolicy, RunPlan
 from ..plan.policies import PRECISIONS
-from ..plan.readers import loss_scaler_kwargs
 from .checkpoints import AtomicCheckpointIO
 from .loggers import build_loggers
 from .optimizer_hooks import fp16_precision
@@ -92,8 +91,7 @@ def _precision(plan: RunPlan, accelerator: Any) -> dict:
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
     if precision == '16-mixed' and hook.fp16 and on_cuda:
-        loss_scaler_kwargs(hook.loss_scale)
-        return dict(plugins=[fp16_precision(hook.loss_scale, 'cuda')])
+        return dict(plugins=[fp16_precision(hook.scaler_kwargs, hook.scale_update_to, 'cuda')])
     return dict(precision=precision)
 
 

@@ -1,5 +1,7 @@
 """Every private Lightning / mmcv attribute lit_mmdet reaches, on the pinned versions: a version that
 moves one fails here, by name, before anything subtler breaks."""
+import argparse
+import inspect
 import os.path as osp
 
 import pytorch_lightning as pl
@@ -17,20 +19,21 @@ def test_mmcv_private_attributes(tmp_path):
     seen = []
     path = tmp_path / 'c.py'
     path.write_text('x = 1\n')
+    original = mmcv_private.config_file2dict()
+    assert isinstance(original, staticmethod)
 
-    def wrap(original):
-        def file2dict(filename, use_predefined_variables=True):
-            seen.append(filename)
-            return original(filename, use_predefined_variables)
-        return file2dict
-    with mmcv_private.file2dict_wrapped(wrap):
+    def file2dict(filename, use_predefined_variables=True):
+        seen.append(filename)
+        return original.__func__(filename, use_predefined_variables)
+    with mmcv_private.config_file2dict(staticmethod(file2dict)):
         assert Config.fromfile(str(path)).x == 1
     assert seen == [str(path)]
     assert Config.fromfile(str(path)).x == 1 and len(seen) == 1  # put back
+    from mmcv.parallel._functions import Scatter
+    assert isinstance(inspect.getattr_static(Scatter, 'forward'), staticmethod)  # scatter_to_gpu calls it so
+    assert list(inspect.signature(Scatter.forward).parameters) == ['target_gpus', 'input']
     greater, less = mmcv_private.eval_hook_rule_keys()
     assert 'mAP' in greater and 'loss' in less
-    torch.save({'state_dict': {'w': torch.ones(1)}}, str(tmp_path / 'k.pth'))
-    assert torch.equal(mmcv_private.load_any_checkpoint(str(tmp_path / 'k.pth'))['state_dict']['w'], torch.ones(1))
 
 
 class _Probe(pl.Callback):
@@ -67,26 +70,50 @@ def test_lightning_private_attributes(tmp_path):
     assert probe.logs == [False, False, True, False, False, True]
     assert all(len(flat) == 1 and flat[0] is trainer.train_dataloader for flat in probe.loaders)
 
-    from pytorch_lightning.loggers import WandbLogger
+    assert pl_private.dump_checkpoint(trainer)['global_step'] == 6
+    decide = pl_private.validation_decision(trainer)
+    assert callable(decide)
+    pl_private.validation_decision(trainer, print)
+    assert pl_private.validation_decision(trainer) is print
+
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
     logger = WandbLogger(save_dir=str(tmp_path), mode='offline')
-    assert not pl_private.wandb_run_started(logger)
+    assert not pl_private.wandb_run_started(logger) and pl_private.started_experiment(logger) is None
     assert osp.isdir(str(tmp_path))
+    csv = CSVLogger(str(tmp_path))
+    assert pl_private.started_experiment(csv) is None
+    writer = csv.experiment
+    assert pl_private.started_experiment(csv) is writer
 
 
-def test_wandb_logger_private_members_det_wandb_logger_overrides(tmp_path):
-    """``DetWandbLogger`` overrides WandbLogger's private checkpoint scan and uses its bookkeeping."""
-    import inspect
-
+def test_wandb_logger_private_members(tmp_path):
+    """``DetWandbLogger`` logs checkpoint artifacts under WandbLogger's own name and ``log_model`` switch."""
     from pytorch_lightning.loggers import WandbLogger
 
-    assert list(inspect.signature(WandbLogger._scan_and_log_checkpoints).parameters) == ['self', 'checkpoint_callback']
-    logger = WandbLogger(save_dir=str(tmp_path), mode='offline')
-    assert logger._checkpoint_name is None and logger._logged_model_time == {}
+    logger = WandbLogger(save_dir=str(tmp_path), mode='offline', log_model=True)
+    assert pl_private.wandb_model_logging(logger) is True
+    assert not pl_private.wandb_model_logging(WandbLogger(save_dir=str(tmp_path), mode='offline'))
+    assert pl_private.wandb_artifact_name(logger) is None
+    assert pl_private.wandb_artifact_name(logger, 'model-x') == 'model-x' == pl_private.wandb_artifact_name(logger)
     assert hasattr(logger, 'add_file_policy')
 
 
+def test_torch_and_stdlib_private_members():
+    from lit_mmdet.adapters.stdlib import parser_flags
+    from lit_mmdet.adapters.torch import batch_norm_base, compiler_error_types
+
+    assert issubclass(torch.nn.BatchNorm2d, batch_norm_base()) and issubclass(torch.nn.SyncBatchNorm,
+                                                                              batch_norm_base())
+    kinds = compiler_error_types()
+    assert kinds and all(issubclass(k, Exception) for k in kinds)
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--max-epochs')
+    parser.add_argument('-c', '--config')
+    assert parser_flags(parser) == ['--config', '--help', '--max-epochs']
+
+
 def _store_round_trip(rank, world_size):
-    from lit_mmdet.adapters.torch_dist import default_store
+    from lit_mmdet.adapters.torch import default_store
     store = default_store()
     if rank == 0:
         store.set('probe', 'from rank 0')

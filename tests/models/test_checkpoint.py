@@ -7,7 +7,8 @@ import torch
 from mmdet.apis import inference_detector, init_detector
 
 from lit_mmdet import ConfigError, LitDetector
-from lit_mmdet.models.export import export_mmdet_checkpoint, load_detector, load_mmdet_weights
+from lit_mmdet.models.export import export_mmdet_checkpoint, load_detector
+from lit_mmdet.runtime.mmdet_weights import load_mmdet_weights
 from lit_mmdet.results import format_result
 from lit_mmdet.plan import save_best_key
 from tests.helpers import real_checkpoint

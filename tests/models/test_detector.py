@@ -58,7 +58,7 @@ def test_batch_unwrapping_equals_mmcv_scatter(tiny_cfg):
 
 
 def test_validation_equals_single_gpu_test_and_dataset_evaluate(tiny_cfg, tmp_path, trained_weights):
-    from lit_mmdet.models.export import load_mmdet_weights
+    from lit_mmdet.runtime.mmdet_weights import load_mmdet_weights
     torch.manual_seed(0)
     tiny_cfg.evaluation.metric = ['bbox', 'segm']
     lit = LitDetector(tiny_cfg)

@@ -166,7 +166,7 @@ def test_loss_scaler_equals_mmcv_fp16_optimizer_hook(loss_scale, tmp_path, monke
     module = _Scaled(grads)
     trainer = pl.Trainer(accelerator='cpu', max_epochs=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                         plugins=[fp16_precision(hook_cfg.loss_scale, 'cpu')])
+                         plugins=[fp16_precision(hook_cfg.scaler_kwargs, hook_cfg.scale_update_to, 'cpu')])
     trainer.fit(module)
     assert len(module.scales) == len(theirs)
     for step, ((w_ours, s_ours), (w_theirs, s_theirs)) in enumerate(zip(module.scales, theirs)):
