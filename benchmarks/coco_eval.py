@@ -148,7 +148,7 @@ def main(argv=None) -> int:
 
 
 def markdown(row: dict) -> str:
-    """The results as the dated table docs/coco_eval.md holds (written by this script, not by hand)."""
+    """The results as the dated table docs/results/coco_eval.md holds (written by this script, not by hand)."""
     mmdet, lit = row['mmdet'], row['lit_mmdet']
     return (f"# COCO-scale evaluation\n\nWritten by `benchmarks/coco_eval.py --images {row['images']}` on "
             f"{row['date']} ({row['machine']}): {row['images']} generated images, {row['classes']} classes, up to "

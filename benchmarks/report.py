@@ -1,13 +1,16 @@
-"""The README's benchmark table, written from the committed results files (never typed by hand).
+"""The benchmark tables, written from the committed results files (never typed by hand).
 
-    .venv/bin/python benchmarks/report.py            # rewrite the table in README.md
-    .venv/bin/python benchmarks/report.py --check    # exit 1 when README.md's table is not this one
+    .venv/bin/python benchmarks/report.py            # rewrite README.md's table and the docs/results/ pages
+    .venv/bin/python benchmarks/report.py --check    # exit 1 when one of them is not what the files give
 
 Reads ``benchmarks/results/``: ``process_speed.json`` (whole processes: steady s/iter and start-up,
 ``process_speed.py``), ``validation_<config>.json`` (``train_speed.py --out``), ``coco_eval.json``
 (``coco_eval.py``), ``gpu_check.json`` (``gpu_check.py``) and ``switches_cpu.json``
-(``train_speed.py --switches --out``). Each row names its file, date and machine. Each table sits
-between two marker lines in README.md (the benchmark table, and the speed switches' table).
+(``train_speed.py --switches --out``). Each row names its file, date and machine. Writes:
+
+* ``README.md``: the benchmark table, between two marker lines (the rest of README is hand-written);
+* ``docs/results/benchmarks.md``: the benchmark table and the speed switches' table (the whole page);
+* ``docs/results/gpu_check.md``: the GPU check's environment and table (the whole page).
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ from typing import Optional
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(ROOT, 'benchmarks', 'results')
 TABLES = ('benchmark table', 'switch table')
+#: Files that hold tables between marker lines: path (relative to the repository) -> table names.
+MARKED = {'README.md': ('benchmark table',)}
+RESULTS_DOCS = osp.join('docs', 'results')
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -121,18 +127,39 @@ def _median_lit(result: Optional[dict]) -> Optional[float]:
     return statistics.median(run['s_per_iter'] for run in result['runs']['lit'])
 
 
-def render(name: str) -> str:
-    begin, end = markers(name)
+def table(name: str) -> list[str]:
+    """The lines of one table (``TABLES``), without its marker lines."""
     if name == 'switch table':
         gpu, cpu = _load('gpu_check.json'), _load('switches_cpu.json')
         gpu_at = f"{gpu['environment'].get('gpu')}, SOLO 800 px, resnet50, {gpu['date'][:10]}" if gpu else 'GPU'
         cpu_at = f"{cpu['machine']}, {cpu['config']}, {cpu['date']}" if cpu else 'CPU'
         head = [f'| switch | lit_mmdet s/iter with / without ({gpu_at}) | with / without ({cpu_at}) |',
                 '|---|---|---|']
-        return '\n'.join([begin, *head, *switch_rows(), end])
+        return [*head, *switch_rows()]
     head = ['| what a user waits for | mmdet | lit_mmdet | lit/mmdet | measured (file, date, machine) |',
             '|---|---|---|---|---|']
-    return '\n'.join([begin, *head, *rows(), end])
+    return [*head, *rows()]
+
+
+def render(name: str) -> str:
+    """One table between its marker lines, as a hand-written file holds it."""
+    begin, end = markers(name)
+    return '\n'.join([begin, *table(name), end])
+
+
+def benchmarks_markdown() -> str:
+    """docs/results/benchmarks.md: both tables (the whole page)."""
+    return '\n'.join([
+        '# Benchmark results', '',
+        'Written by `benchmarks/report.py` from the committed files in `benchmarks/results/` (do not edit; '
+        '`benchmarks/report.py --check`, run by `tests/benchmarks/test_report.py`, fails when this page and the '
+        'files disagree). How each figure is measured: [docs/dev/benchmarks.md](../dev/benchmarks.md).', '',
+        '## lit_mmdet and mmdet side by side', '',
+        'Each side in its own process, same config, same machine; lit/mmdet below 1 means lit_mmdet is faster '
+        'or smaller.', '', *table('benchmark table'), '',
+        '## Speed switches', '',
+        "lit_mmdet's s/iter with each switch over lit_mmdet's without it (what each switch does: "
+        '[operations](../guide/operations.md#speed)).', '', *table('switch table'), ''])
 
 
 def readme_table(text: str, name: str) -> Optional[str]:
@@ -144,7 +171,7 @@ def readme_table(text: str, name: str) -> Optional[str]:
 
 
 def gpu_check_markdown() -> Optional[str]:
-    """docs/gpu_check.md: the GPU check's environment and table (gpu_check.json)."""
+    """docs/results/gpu_check.md: the GPU check's environment and table (gpu_check.json)."""
     gpu = _load('gpu_check.json')
     if not gpu:
         return None
@@ -158,36 +185,49 @@ def gpu_check_markdown() -> Optional[str]:
     return '\n'.join(lines)
 
 
+def pages() -> dict[str, Optional[str]]:
+    """The pages ``benchmarks/report.py`` writes whole: path (relative to the repository) -> text
+    (None: its results file is missing, the page is left as it is)."""
+    return {osp.join(RESULTS_DOCS, 'benchmarks.md'): benchmarks_markdown(),
+            osp.join(RESULTS_DOCS, 'gpu_check.md'): gpu_check_markdown()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--check', action='store_true', help="exit 1 when README.md's table differs")
+    parser.add_argument('--check', action='store_true',
+                        help="exit 1 when README.md's table or a docs/results/ page differs from the files")
     args = parser.parse_args(argv)
-    readme = osp.join(ROOT, 'README.md')
-    with open(readme) as f:
-        text = f.read()
-    for name in TABLES:
-        current, table = readme_table(text, name), render(name)
-        if current is None:
-            print(f'README.md has no {name} markers ({markers(name)[0]!r} ... {markers(name)[1]!r})', file=sys.stderr)
-            return 2
-        if args.check and current != table:
-            print(f'README.md: the {name} is not the one benchmarks/results/ gives; run benchmarks/report.py',
-                  file=sys.stderr)
-            return 1
-        text = text.replace(current, table)
-    gpu_md, gpu_path = gpu_check_markdown(), osp.join(ROOT, 'docs', 'gpu_check.md')
-    if gpu_md is not None and args.check:
-        with open(gpu_path) if osp.exists(gpu_path) else open(os.devnull) as f:
-            if f.read() != gpu_md:
-                print('docs/gpu_check.md is not the one gpu_check.json gives; run benchmarks/report.py',
+    writes = {}
+    for rel, names in MARKED.items():
+        with open(osp.join(ROOT, rel)) as f:
+            text = f.read()
+        for name in names:
+            current, new = readme_table(text, name), render(name)
+            if current is None:
+                print(f'{rel} has no {name} markers ({markers(name)[0]!r} ... {markers(name)[1]!r})', file=sys.stderr)
+                return 2
+            if args.check and current != new:
+                print(f'{rel}: the {name} is not the one benchmarks/results/ gives; run benchmarks/report.py',
                       file=sys.stderr)
                 return 1
+            text = text.replace(current, new)
+        writes[rel] = text
+    for rel, text in pages().items():
+        if text is None:
+            continue
+        path = osp.join(ROOT, rel)
+        if args.check:
+            with open(path) if osp.exists(path) else open(os.devnull) as f:
+                if f.read() != text:
+                    print(f'{rel} is not the one benchmarks/results/ gives; run benchmarks/report.py',
+                          file=sys.stderr)
+                    return 1
+        writes[rel] = text
     if not args.check:
-        with open(readme, 'w') as f:
-            f.write(text)
-        if gpu_md is not None:
-            with open(gpu_path, 'w') as f:
-                f.write(gpu_md)
+        for rel, text in writes.items():
+            os.makedirs(osp.dirname(osp.join(ROOT, rel)) or '.', exist_ok=True)
+            with open(osp.join(ROOT, rel), 'w') as f:
+                f.write(text)
     return 0
 
 

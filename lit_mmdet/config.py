@@ -7,18 +7,20 @@ under lit_mmdet as under mmdet's own runner.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import os.path as osp
 from typing import Any, Mapping, Sequence, Union
 
-from ._compat import config_file_reader  # (first: numpy aliases before mmcv/mmdet)
-from .errors import ConfigError
-
 import mmcv
 from mmcv import Config, ConfigDict
+from mmdet.utils import replace_cfg_vals, update_data_root
 
+from ._compat import config_file_reader
 from .adapters.mmcv import close_config_temporaries, config_dict, parse_option_value
+from .errors import ConfigError
+
 
 __all__ = ['PACKAGE_CONFIG_ROOTS', 'check_keys_exist', 'load_config', 'parse_cfg_options', 'resolve_scoped_path',
            'to_container']
@@ -153,7 +155,6 @@ def load_config(config: ConfigLike,
         ConfigError: Missing file, syntax error, unknown ``mmdet::`` base or a
             ``custom_imports`` module that cannot be imported.
     """
-    from mmdet.utils import replace_cfg_vals, update_data_root
 
     if isinstance(config, Config):
         cfg, source = Config(config_dict(config).to_dict(), filename=config.filename), config.filename
@@ -206,7 +207,6 @@ def check_keys_exist(cfg: Config, keys: Sequence[str], source: str) -> None:
     Raises:
         ConfigError: Naming the first key that is not there, the closest one there is, and the fix.
     """
-    import difflib
 
     for key in keys:
         parts = key.split('.')

@@ -11,11 +11,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from mmdet.apis.test import collect_results_cpu, collect_results_gpu
 from mmdet.core import encode_mask_results
 
 from ._compat import evaluate_keeps_warning_filters, faster_coco_eval
 from .adapters.torch import batch_norm_base, default_store
-from .plan.readers import EVAL_HOOK_KEYS
+from .plan.evaluation import EVAL_HOOK_KEYS
+
 
 __all__ = ['EVAL_HOOK_KEYS', 'broadcast_bn_buffers', 'encode_results', 'evaluate', 'evaluate_on_rank0',
            'gather_results', 'numeric_metrics', 'share_from_rank0']
@@ -44,7 +46,6 @@ def gather_results(results: list, size: int, tmpdir: str, gpu_collect: bool = Fa
     """
     if _dist_world() == 1:
         return results[:size]
-    from mmdet.apis.test import collect_results_cpu, collect_results_gpu
 
     if gpu_collect and dist.get_backend() == 'nccl' and torch.cuda.is_available():
         return collect_results_gpu(results, size)

@@ -9,8 +9,10 @@ import os.path as osp
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+from pycocotools import mask as mask_util
 
 from .errors import ConfigError
+
 
 __all__ = ['IMAGE_EXTENSIONS', 'collect_images', 'format_result', 'coco_records']
 
@@ -70,7 +72,6 @@ def format_result(result: Any, score_thr: float = 0.0) -> dict[str, Optional[np.
 
 def coco_records(detections: dict, classes: Optional[Sequence[str]]) -> list[dict]:
     """COCO-style result records (``bbox`` as x, y, w, h; ``segmentation`` as RLE) for one image."""
-    from pycocotools import mask as mask_util
 
     records = []
     for i, (box, score, label) in enumerate(zip(detections['boxes'], detections['scores'],

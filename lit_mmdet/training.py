@@ -18,6 +18,8 @@ from .models import LitDetector
 from .models.builder import build_model
 from .plan import RunPlan, RunSettings, resolve_run
 from .plan.keys import format_rows, runtime_key_rows
+from .runtime.checkpoints import find_resume
+from .runtime.resume import resume_settings
 from .runtime.run_files import write_runtime_keys
 from .runtime.session import TrainResult, run_training
 from .runtime.text_log import console_logging
@@ -61,11 +63,20 @@ def train(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequence[
         config: A config path, mmcv ``Config``, config dict or an already resolved ``RunPlan``.
         cfg_options: ``--cfg-options`` overrides.
         settings: Command-line choices (work dir, length, seed, devices, precision, W&B, ...).
-        resume: A checkpoint to continue from, or ``'auto'`` (the work dir's newest, if any).
+        resume: A checkpoint to continue from, or ``'auto'`` (the work dir's newest, if any). The resumed
+            run takes the checkpoint's settings, seed and ``cfg_options`` wherever these arguments leave
+            them at their defaults; each difference they ask for is one warning line.
         trust_checkpoint: Allow checkpoints that need full unpickling (trusted files only).
         callbacks: More Lightning callbacks.
         **trainer_overrides: Trainer arguments that replace the plan's (e.g. ``enable_progress_bar``).
     """
-    plan = resolve_run(config, cfg_options, settings, check_paths=True)
-    return run_training(plan, LitDetector, resume=resume, trust_checkpoint=trust_checkpoint, callbacks=callbacks,
-                        **trainer_overrides)
+    plan = resolve_run(config, cfg_options, settings)
+    source = find_resume(resume, plan.load, plan.checkpoint_dir, trust=trust_checkpoint)
+    notes: list[str] = []
+    if source.run is not None and not isinstance(config, RunPlan):  # a resume is the run it resumes
+        options, restored, notes = resume_settings(source.run, cfg_options, plan.settings)
+        if restored != plan.settings or options != cfg_options:
+            plan = resolve_run(config, options, restored)
+    plan = resolve_run(plan, check_paths=True)  # the data it reads exists
+    return run_training(plan, LitDetector, source, notes=notes, trust_checkpoint=trust_checkpoint,
+                        callbacks=callbacks, **trainer_overrides)

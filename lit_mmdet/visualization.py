@@ -6,10 +6,14 @@ import os.path as osp
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+import cv2
 import mmcv
 import numpy as np
+from mmdet.core.visualization import imshow_det_bboxes
+from pycocotools import mask as mask_util
 
 from .results import format_result
+
 
 #: Pictures are drawn at least this large on their long side (small inputs upscaled), so labels,
 #: scores and outlines can be read.
@@ -34,7 +38,6 @@ class EvalSample:
 
 def _decode_segmentation(segm: Any, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (polygons, RLE or uncompressed RLE) -> an (H, W) bool mask."""
-    from pycocotools import mask as mask_util
     if isinstance(segm, list):
         rle = mask_util.merge(mask_util.frPyObjects(segm, height, width))
     elif isinstance(segm.get('counts'), list):
@@ -91,7 +94,6 @@ def _scaled(image: np.ndarray, detections: dict, scale: float) -> tuple[np.ndarr
     """The image and its detections at ``scale`` (nearest-neighbour, so pixels stay crisp)."""
     if scale == 1.0:
         return image, detections
-    import cv2
     height, width = image.shape[:2]
     size = (int(round(width * scale)), int(round(height * scale)))
     masks = detections.get('masks')
@@ -108,7 +110,6 @@ def _outline(picture: np.ndarray, masks: Optional[np.ndarray]) -> np.ndarray:
     """A 1-pixel white outline around every mask (filled overlays stay readable where they touch)."""
     if masks is None or not len(masks):
         return picture
-    import cv2
     picture = np.ascontiguousarray(picture)
     for mask in masks:
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -120,8 +121,6 @@ def draw_panel(image: np.ndarray, detections: dict, classes: Sequence[str], titl
                scores: bool = True) -> np.ndarray:
     """One readable panel: a title strip, then the image (long side >= ``MIN_SIDE``) with boxes,
     labels (and scores), masks as filled overlays with outlines, drawn by mmdet's ``imshow_det_bboxes``."""
-    import cv2
-    from mmdet.core.visualization import imshow_det_bboxes
     image, detections = _scaled(image, detections, readable_scale(image.shape))
     boxes = np.asarray(detections['boxes'], np.float32).reshape(-1, 4)
     if scores:

@@ -330,3 +330,19 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
     finally:
         mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook = saved
     return osp.join(work_dir, f'{timestamp}.log.json')
+
+
+def paced_train_pipeline(folder, delay: float = 0.1, per_process: bool = False) -> str:
+    """``data.train.pipeline`` (config text) of the shapes config with ``tests.plugins.pace``'s ``Pace`` at
+    the end: images counted in ``folder`` as they load, ``delay`` s each (no change to the data)."""
+    return f'''data = dict(train=dict(pipeline=[
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', img_scale=(160, 160), keep_ratio=True),
+    dict(type='RandomFlip', flip_ratio=0.5),
+    dict(type='Normalize', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True),
+    dict(type='Pad', size_divisor=32),
+    dict(type='DefaultFormatBundle'),
+    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels', 'gt_masks']),
+    dict(type='Pace', folder='{folder}', delay={delay}, per_process={per_process})]))
+'''

@@ -11,7 +11,7 @@
 #     mmcv's setup.py forces -std=c++17),
 #   * compiles the C++ sources without debug info and the op wrappers as a few unity translation
 #     units (tools/cxx20, LIT_MMDET_FAST_BUILD=1; LIT_MMDET_FAST_BUILD=0 turns it off): several
-#     times faster, every op still compiled, the same machine code for each (docs/build.md),
+#     times faster, every op still compiled, the same machine code for each (docs/dev/build.md),
 #   * prints its progress every 30 s (sources compiled so far),
 #   * caches the wheel under $LIT_MMDET_WHEEL_CACHE (default ~/.cache/lit_mmdet/wheels),
 #     keyed by mmcv, torch, Python and CUDA/CPU, so it is built once per machine.

@@ -1,7 +1,7 @@
 """Walk mmdet's model zoo: does each family's base config train and evaluate alike under mmdet and lit_mmdet?
 
     .venv/bin/python tools/zoo_check.py [--families solo retinanet ...] [--timeout 600]
-                                        [--out zoo_check.json] [--markdown docs/zoo_check.md]
+                                        [--out docs/results/zoo_check.json] [--markdown docs/results/zoo_check.md]
 
 For every model family in the installed mmdet's ``.mim/configs`` (one base config each: the
 ``*_r50_fpn_1x_coco.py`` one when there is one, else the shortest name), on a tiny generated

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         'and what lit_mmdet does with it (every run writes it to <work-dir>/runtime_keys.txt)')
     parser.add_argument('--resume', help="a checkpoint to resume from, or 'auto' for "
                         "<work-dir>/checkpoints/last.ckpt when it exists")
+    parser.add_argument('--resume-every', type=float, metavar='MINUTES',
+                        help='also write last.ckpt (the resume point) whenever this much wall time has passed since '
+                        'the last one (checkpoint_config.resume_every); a hard kill then loses at most that')
     parser.add_argument('--skip-bad-images', action='store_true',
                         help='skip (and count, train/skipped_images) training images that are missing '
                         'or cannot be decoded instead of stopping (data.skip_bad_images=True)')
@@ -81,7 +84,8 @@ def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
         sync_bn=args.sync_bn, precision=args.precision, fast_dev_run=args.fast_dev_run or False,
         wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_name),
-        pin_memory=args.pin_memory, persistent_workers=args.persistent_workers, validate=args.validate)
+        pin_memory=args.pin_memory, persistent_workers=args.persistent_workers, validate=args.validate,
+        resume_every=args.resume_every)
 
 
 def speed_cfg_options(args: argparse.Namespace) -> list[str]:

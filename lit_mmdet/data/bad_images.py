@@ -12,7 +12,10 @@ import multiprocessing as mp
 import os.path as osp
 from typing import Any, Callable, Optional
 
+import mmcv
+
 from ..errors import DataError
+
 
 __all__ = ['ImageGuard', 'guard_images', 'image_problem', 'skipped_images']
 
@@ -21,7 +24,6 @@ log = logging.getLogger(__name__)
 
 def image_problem(path: str) -> Optional[str]:
     """Why ``path`` cannot be used as an image (None when mmcv reads it)."""
-    import mmcv
     if not osp.isfile(path):
         return 'is missing'
     try:

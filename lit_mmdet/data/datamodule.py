@@ -13,7 +13,7 @@ import contextlib
 import copy
 import io
 import json
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch.distributed as dist
@@ -23,13 +23,12 @@ from typing_extensions import override
 
 from ..config import ConfigLike
 from ..errors import ConfigError, unknown_type_error
+from ..plan import RunPlan, resolve_run
 from ..plan.data_paths import check_split_paths
 from .bad_images import guard_images
 from .batch import PinnableCollate
 from .samplers import WORKER_RNG, WorkerInit, resumable_loader
 
-if TYPE_CHECKING:
-    from ..plan import RunPlan
 
 __all__ = ['MMDetDataModule']
 
@@ -69,7 +68,6 @@ class MMDetDataModule(pl.LightningDataModule):
 
     def __init__(self, config: Union['RunPlan', ConfigLike], seed: Optional[int] = None) -> None:
         super().__init__()
-        from ..plan import RunPlan, resolve_run
         plan = config if isinstance(config, RunPlan) else resolve_run(config)
         self.spec = plan.data
         self.data_cfg = plan.data.cfg

@@ -7,10 +7,12 @@ from typing import Optional
 import torch
 from mmcv import Config
 from mmdet.models import build_detector
+from mmdet.utils import rfnext_init_model
 from torch import nn
 
 from ..errors import unknown_type_error
 from ..plan import ModelSpec
+
 
 __all__ = ['build_model', 'uninitialised_parameters']
 
@@ -27,7 +29,6 @@ def build_model(spec: ModelSpec, init_weights: bool = True) -> nn.Module:
     the stored and exported config are concrete and load in plain mmdet). ``init_weights=False``
     skips the initialisation that a checkpoint's weights replace anyway (mmdet's ``init_detector``).
     """
-    from mmdet.utils import rfnext_init_model
 
     try:
         model = build_detector(spec.cfg, train_cfg=spec.train_cfg, test_cfg=spec.test_cfg)

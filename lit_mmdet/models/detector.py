@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import pytorch_lightning as pl
 import torch
 from mmdet.core import build_optimizer
+from pytorch_lightning.plugins.precision import MixedPrecision
 from torch.nn.utils import clip_grad_norm_
 from typing_extensions import override
 
@@ -31,6 +32,7 @@ from ..runtime.assembly import (PendingState, RunRecord, accumulation_for, chann
                                 optimizer_cfg, run_callbacks, speed_up)
 from .builder import build_model
 from .inference import infer, predict
+
 
 __all__ = ['LitDetector']
 
@@ -84,7 +86,6 @@ class LitDetector(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """fp16 on CUDA: mmcv's ``wrap_fp16_model`` (``Fp16OptimizerHook.before_run``, mmdet's
         test.py), so ``@auto_fp16`` / ``@force_fp32`` parts (losses in fp32) run as under mmdet."""
-        from pytorch_lightning.plugins.precision import MixedPrecision
 
         plugin = self.trainer.precision_plugin
         if isinstance(plugin, MixedPrecision) and plugin.precision == '16-mixed' and plugin.device == 'cuda':

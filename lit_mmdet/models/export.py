@@ -16,7 +16,6 @@ import os
 import os.path as osp
 from typing import Optional
 
-import torch
 from mmcv import Config
 from mmcv.runner import save_checkpoint
 
@@ -28,7 +27,6 @@ from ..runtime.mmdet_weights import load_mmdet_weights
 from .detector import LitDetector
 
 __all__ = ['export_mmdet_checkpoint', 'inference_config', 'load_detector']
-
 
 
 def inference_config(cfg: Config) -> Config:

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from mmdet.apis import inference_detector
 from torch import nn
 
 from ..results import collect_images, format_result
+
 
 __all__ = ['infer', 'predict']
 
@@ -25,7 +27,6 @@ def infer(detector: nn.Module, config: Any, images: Any) -> list:
             ``inference_detector`` reads it from ``detector.cfg``.
         images: File paths, BGR ``numpy`` arrays (as mmdet reads images) or folders.
     """
-    from mmdet.apis import inference_detector
 
     images = collect_images(images)
     was_training = detector.training

@@ -6,13 +6,14 @@ runtime key), ``resolve`` (``resolve_run``: the only reader of config keys), ``k
 does with each key: ``train.py --dry-run``).
 """
 from .. import _compat  # noqa: F401
+from .evaluation import save_best_key, save_best_rule, workflow_val_phase
 from .hooks import CARRIED_HOOKS
 from .policies import (CheckpointPolicy, DataSpec, DevicePolicy, EarlyStopPolicy, EvalPolicy, HookSpec, LoadPolicy,
                        LogPolicy, ModelSpec, OptimizerPolicy, ProcessPolicy, SaveBestRule, SpeedSwitches,
                        WandbSettings, infer_rule)
-from .readers import save_best_key, save_best_rule, workflow_val_phase
 from .resolve import RunPlan, resolve_run
 from .settings import RunSettings, WandbOptions
+
 
 __all__ = ['CARRIED_HOOKS', 'CheckpointPolicy', 'DataSpec', 'DevicePolicy', 'EarlyStopPolicy', 'EvalPolicy',
            'HookSpec', 'LoadPolicy', 'LogPolicy', 'ModelSpec', 'OptimizerPolicy', 'ProcessPolicy', 'RunPlan',

@@ -10,10 +10,13 @@ import difflib
 import inspect
 from typing import Any, Mapping, Optional
 
+import mmdet.core  # noqa: F401  (registers mmdet's hooks in HOOKS)
 from mmcv.runner import HOOKS, Hook, get_priority
 
+from ..adapters.mmcv import eval_hook_rule_keys
 from ..errors import ConfigError
 from .policies import EarlyStopPolicy, HookSpec, infer_rule
+
 
 __all__ = ['CARRIED_HOOKS', 'check_kwargs', 'early_stopping', 'carried_hooks', 'hook_specs', 'hook_class',
            'schedule_hook_type']
@@ -30,7 +33,6 @@ _RUNNER_OWNED = {'CheckpointHook': 'checkpoint_config', 'EvalHook': 'evaluation'
 
 
 def _registered_types() -> list[str]:
-    import mmdet.core  # noqa: F401  (registers mmdet's hooks)
     return sorted(HOOKS.module_dict)
 
 
@@ -40,7 +42,6 @@ def hook_class(kind: str, where: str) -> type:
     Raises:
         ConfigError: An unknown type, with mmcv's close matches (never the name itself) and the fix.
     """
-    import mmdet.core  # noqa: F401
     cls = HOOKS.get(kind)
     if cls is None:
         known = _registered_types()
@@ -176,7 +177,6 @@ _EARLY_STOP_KEYS = frozenset({'type', 'monitor', 'rule', 'min_delta', 'patience'
 
 def early_stopping(custom_hooks: Optional[list]) -> Optional[EarlyStopPolicy]:
     """mmengine's ``EarlyStoppingHook`` in ``custom_hooks``, checked, else None."""
-    from ..adapters.mmcv import eval_hook_rule_keys
 
     hooks = [h for h in custom_hooks or [] if isinstance(h, Mapping) and h.get('type') == 'EarlyStoppingHook']
     if not hooks:

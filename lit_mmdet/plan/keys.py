@@ -1,17 +1,19 @@
 """What lit_mmdet does with each top-level key of a config: one row per key, none left out.
 
 ``train.py --dry-run`` prints this table; every run writes it to ``<work_dir>/runtime_keys.txt``
-and warns once about the keys it does not use.
+and warns once about the keys it does not use. ``python -m lit_mmdet.plan.keys`` prints the docs page
+(``docs/guide/runtime-keys.md``): the table of the reference configs, in Markdown.
 """
 from __future__ import annotations
 
+import os.path as osp
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from .resolve import RunPlan
 
-__all__ = ['KeyRow', 'runtime_key_rows', 'format_rows', 'unused_key_notes']
+__all__ = ['KeyRow', 'runtime_key_rows', 'format_rows', 'unused_key_notes', 'markdown_table', 'reference_page']
 
 #: Keys mmdet configs use as variables while the file is read (their values are already in model/data).
 CONFIG_VARIABLES = frozenset({
@@ -75,7 +77,8 @@ def _checkpoint(plan: 'RunPlan') -> tuple[str, str]:
         weights = '' if c.save_optimizer else ', weights only (save_optimizer=False)'
     else:
         every, keep, weights = 'no periodic checkpoints', '', ''
-    return CALLBACK, f'ModelCheckpoint: {every}{keep}{weights}; last.ckpt always; in {plan.checkpoint_dir}'
+    points = f' and every {c.resume_every / 60:g} min (resume_every)' if c.resume_every else ''
+    return CALLBACK, f'ModelCheckpoint: {every}{keep}{weights}; last.ckpt always{points}; in {plan.checkpoint_dir}'
 
 
 def _log_config(plan: 'RunPlan') -> tuple[str, str]:
@@ -241,3 +244,65 @@ def unused_key_notes(rows: list[KeyRow]) -> list[str]:
     """One line per key the run does not use although the config sets it (warned once per run)."""
     return [f'{r.key}={r.value}: not used: {r.action}' for r in rows
             if r.kind == IGNORED and r.key in ('gpu_ids', 'device')]
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell, shown as written: ``|`` (a column break), ``<`` (an HTML tag) and ``*``
+    escaped, one line."""
+    for char in '\\|<*':
+        text = text.replace(char, '\\' + char)
+    return text.replace('\n', ' ')
+
+
+def markdown_table(plan: 'RunPlan') -> str:
+    """:func:`runtime_key_rows` as a Markdown table: key | kind | what lit_mmdet does."""
+    lines = ['| key | kind | what lit_mmdet does |', '|---|---|---|']
+    for row in runtime_key_rows(plan):
+        key = row.key.replace('|', '\\|')  # a code span: only the column break is escaped
+        lines.append(f'| `{key}` | {_cell(row.kind)} | {_cell(row.action)} |')
+    return '\n'.join(lines)
+
+
+#: The configs of the docs page (``docs/guide/runtime-keys.md``): (config, title, settings as keyword
+#: arguments of :class:`~lit_mmdet.plan.settings.RunSettings`). A fixed work dir, seed and accelerator
+#: keep the page the same on every machine.
+REFERENCE_CONFIGS = (
+    ('configs/solo_timm_shapes.py', "The demo (`make demo`), on the CPU",
+     dict(work_dir='work_dirs/solo_timm_shapes', seed=0, accelerator='cpu')),
+    ('mmdet::mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
+     "mmdet's own Mask R-CNN config (mmdet's `default_runtime.py` and 1x schedule), on GPUs",
+     dict(work_dir='work_dirs/mask_rcnn_r50_fpn_1x_coco', seed=0, accelerator='gpu')),
+)
+#: The command that writes the docs page.
+DOCS_COMMAND = 'python -m lit_mmdet.plan.keys > docs/guide/runtime-keys.md'
+
+
+def reference_page() -> str:
+    """The docs page of the runtime keys: one table per :data:`REFERENCE_CONFIGS` entry, resolved
+    as ``train.py --dry-run`` resolves it (no data files are read)."""
+    from ..config import resolve_scoped_path
+    from .resolve import resolve_run
+    from .settings import RunSettings
+    repository = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))  # project configs: from any folder
+    out = ['# Runtime keys: what lit_mmdet does with each config key', '',
+           '<!-- generated: do not edit; tests/test_docs.py fails when this page and the code disagree -->',
+           f'Generated from the code (`lit_mmdet/plan/keys.py`) by `{DOCS_COMMAND}`; '
+           '`tests/test_docs.py` fails when it drifts. `train.py --dry-run` prints the same table for any '
+           'config, and every run writes it to `<work_dir>/runtime_keys.txt`. Notes per key: '
+           '[configs and hooks](configs-and-hooks.md#where-mmcvs-runtime-keys-go).', '',
+           'Kinds: *Lightning* (a Trainer argument or strategy), *callback* (a Lightning callback), '
+           "*mmcv hook* (mmcv's own hook, driven at mmcv's points), *mmdet* (mmdet's own code), "
+           "*lit_mmdet* (lit_mmdet's own handling), *not used* (with the reason), *config variable* "
+           '(read while the file was loaded).']
+    for config, title, settings in REFERENCE_CONFIGS:
+        path = resolve_scoped_path(config) if '::' in config else osp.join(repository, config)
+        plan = resolve_run(path, None, RunSettings(**settings))
+        shown = ', '.join(f'{k}={v!r}' for k, v in settings.items())
+        out += ['', f'## `{config}`', '', f'{title}; resolved with `RunSettings({shown})`.', '',
+                markdown_table(plan)]
+    return '\n'.join(out) + '\n'
+
+
+if __name__ == '__main__':
+    import lit_mmdet  # noqa: F401  (mmdet's registries, TIMMBackbone)
+    print(reference_page(), end='')

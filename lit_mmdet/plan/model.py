@@ -8,10 +8,14 @@ from typing import Any, Mapping, Optional
 
 import torch
 from mmcv import ConfigDict
+from mmdet.datasets import DATASETS
+from mmdet.models import build_backbone
+from mmdet.models.builder import NECKS
 from torch import nn
 
 from ..errors import ConfigError, unknown_type_error
 from .policies import ModelSpec
+
 
 __all__ = ['backbone_channels', 'classes_from_config', 'fill_neck_in_channels', 'model_spec',
            'without_weight_loading']
@@ -46,7 +50,6 @@ def backbone_channels(backbone_cfg: Mapping) -> list[int]:
     timm backbones report ``feature_info.channels()``, any other backbone is run
     once on a meta tensor to read its output shapes.
     """
-    from mmdet.models import build_backbone
 
     with torch.device('meta'):
         backbone = build_backbone(without_weight_loading(backbone_cfg))
@@ -66,7 +69,6 @@ def _backbone_name(backbone_cfg: Mapping) -> str:
 
 def _takes_in_channels(neck_type: Any) -> bool:
     """Whether the neck class has an ``in_channels`` argument (unknown types: assume it does)."""
-    from mmdet.models.builder import NECKS
     cls = neck_type if inspect.isclass(neck_type) else NECKS.get(str(neck_type))
     if cls is None:
         return True
@@ -106,7 +108,6 @@ def fill_neck_in_channels(model_cfg: Any) -> None:
 
 def classes_from_config(cfg: Any) -> Optional[tuple[str, ...]]:
     """Class names of the training set: ``data.train.classes`` or the dataset type's CLASSES."""
-    from mmdet.datasets import DATASETS
 
     data = cfg.get('data', {})
     train = data.get('train')

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
+from mmcv import Config
 
 from ..errors import ConfigError
+
 
 __all__ = ['CheckpointPolicy', 'DataSpec', 'DevicePolicy', 'EarlyStopPolicy', 'EvalPolicy', 'HookSpec', 'LoadPolicy',
            'LogPolicy', 'ModelSpec', 'OptimizerPolicy', 'ProcessPolicy', 'SaveBestRule', 'SpeedSwitches',
@@ -161,6 +163,8 @@ class CheckpointPolicy:
         sync_buffer: All-reduce the model's buffers before saving (mmcv's ``sync_buffer``).
         meta: More ``meta`` for every checkpoint (``checkpoint_config.meta``, as mmdet's tools pass
             ``mmdet_version`` and ``CLASSES``).
+        resume_every: Seconds of wall time between resume points (``last.ckpt``; lit_mmdet's
+            ``checkpoint_config.resume_every``, in minutes there), None: off.
     """
 
     interval: int = -1
@@ -172,6 +176,7 @@ class CheckpointPolicy:
     save_optimizer: bool = True
     sync_buffer: bool = False
     meta: Mapping[str, Any] = field(default_factory=dict)
+    resume_every: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -346,7 +351,6 @@ class ProcessPolicy:
 
     def as_config(self) -> Any:
         """The config ``setup_multi_processes`` reads."""
-        from mmcv import Config
         return Config(dict(mp_start_method=self.mp_start_method, opencv_num_threads=self.opencv_num_threads,
                            data=dict(workers_per_gpu=self.workers_per_gpu)))
 

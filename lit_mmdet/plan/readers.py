@@ -1,39 +1,24 @@
-"""One reader per runtime key: a config key (or a few) -> its policy, checked now (a wrong key fails
+"""One reader per runtime key (the evaluation keys: :mod:`.evaluation`; the logging keys: :mod:`.logs`): a config key (or a few) -> its policy, checked now (a wrong key fails
 in one line before any model is built). :func:`~lit_mmdet.plan.resolve.resolve_run` calls them in turn."""
 from __future__ import annotations
 
 import logging
 import os
-import os.path as osp
 import random
 from typing import Any, Mapping, Optional
 
-from ..errors import ConfigError
-from .hooks import check_kwargs, hook_class
-from .policies import (PRECISIONS, CheckpointPolicy, DevicePolicy, EvalPolicy, LoadPolicy, LogPolicy,
-                       OptimizerPolicy, ProcessPolicy, SaveBestRule, SpeedSwitches, WandbSettings, infer_rule)
-from .settings import RunSettings, WandbOptions
+from mmcv.runner import HOOKS
 
-__all__ = ['EVAL_HOOK_KEYS', 'LOG_HOOKS', 'WANDB_HOOKS', 'checkpoint_policy', 'device_policy', 'eval_policy',
-           'load_policy', 'loader_switches', 'log_policy', 'optimizer_policy', 'process_policy', 'read_runner',
-           'read_seed', 'save_best_key', 'save_best_rule', 'speed_switches', 'wandb_settings', 'workflow_val_phase']
+from ..errors import ConfigError
+from .hooks import check_kwargs
+from .policies import PRECISIONS, DevicePolicy, LoadPolicy, OptimizerPolicy, ProcessPolicy, SpeedSwitches
+from .settings import RunSettings
+
+
+__all__ = ['device_policy', 'load_policy', 'loader_switches', 'optimizer_policy', 'process_policy', 'read_runner',
+           'read_seed', 'speed_switches']
 
 log = logging.getLogger('lit_mmdet.plan')
-
-#: ``evaluation`` keys that configure mmcv/mmdet's EvalHook / DistEvalHook (and lit_mmdet's own);
-#: every other key is passed to ``dataset.evaluate`` (as the hooks do with ``eval_kwargs``).
-EVAL_HOOK_KEYS = frozenset({
-    'interval', 'by_epoch', 'start', 'save_best', 'rule', 'test_fn', 'greater_keys',
-    'less_keys', 'out_dir', 'file_client_args', 'broadcast_bn_buffer', 'tmpdir',
-    'gpu_collect', 'dynamic_intervals', 'type', 'fast_coco_eval', 'priority'})
-#: mmcv / mmdet / W&B-integration spellings of the W&B hook.
-WANDB_HOOKS = frozenset({'WandbLoggerHook', 'MMDetWandbHook', 'WandbLogger'})
-#: ``log_config.hooks`` types lit_mmdet maps onto Lightning loggers.
-LOG_HOOKS = frozenset({'TextLoggerHook', 'TensorboardLoggerHook'}) | WANDB_HOOKS
-#: The W&B integration's own ``WandbLogger`` hook (``wandb.integration.mmdet``): its arguments.
-_WANDB_INTEGRATION_ARGS = ('wandb_init_kwargs', 'interval', 'logging_interval', 'log_checkpoint',
-                           'log_checkpoint_metadata', 'num_eval_images', 'bbox_score_thr')
-LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
 
 
 def read_runner(cfg: Any, settings: RunSettings) -> dict:
@@ -79,163 +64,6 @@ def read_seed(settings: RunSettings, cfg: Any) -> tuple[int, bool]:
     return random.randint(0, 2**31 - 1), True
 
 
-def _key_list(value: Any, name: str, default: list[str]) -> tuple[str, ...]:
-    if value is None:
-        return tuple(default)
-    value = (value,) if isinstance(value, str) else value
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f'evaluation.{name}={value!r}: use a metric name or a list of them')
-    return tuple(value)
-
-
-def save_best_rule(cfg: Any) -> Optional[SaveBestRule]:
-    """``evaluation.save_best`` / ``rule`` / ``greater_keys`` / ``less_keys``, checked now (a named
-    key's direction is inferred at once, as mmcv's EvalHook does; ``'auto'`` at the first evaluation)."""
-    from ..adapters.mmcv import eval_hook_rule_keys
-
-    evaluation = cfg.get('evaluation') or {}
-    key = evaluation.get('save_best')
-    if not key:
-        return None
-    if not isinstance(key, str):
-        raise ConfigError(f"evaluation.save_best={key!r}: use a metric name (e.g. 'bbox_mAP') or 'auto'")
-    greater, less = eval_hook_rule_keys()
-    rule = SaveBestRule(key=key, rule=evaluation.get('rule'),
-                        greater_keys=_key_list(evaluation.get('greater_keys'), 'greater_keys', greater),
-                        less_keys=_key_list(evaluation.get('less_keys'), 'less_keys', less))
-    if rule.rule is not None or key != 'auto':
-        infer_rule(key if key != 'auto' else 'auto', rule.rule, rule.greater_keys, rule.less_keys)
-    return rule
-
-
-def save_best_key(cfg: Any, first_metric: Optional[str] = None) -> Optional[tuple[str, str]]:
-    """``evaluation.save_best`` -> (metric key, 'max'|'min'); ``first_metric`` resolves ``'auto'``."""
-    rule = save_best_rule(cfg)
-    if rule is None:
-        return None
-    if rule.key == 'auto' and first_metric is None:
-        raise ConfigError("evaluation.save_best='auto' is decided by the first evaluation's metrics")
-    return rule.resolve(first_metric)
-
-
-def workflow_val_phase(cfg: Any, by_epoch: bool) -> Optional[tuple[int, int]]:
-    """``workflow`` -> None (training only) or (train epochs, val epochs) per cycle.
-
-    Raises:
-        ConfigError: A workflow mmcv's runner would not run this way, or a ``val`` phase with
-            ``IterBasedRunner`` (not ported).
-    """
-    workflow = cfg.get('workflow') or [('train', 1)]
-    try:
-        phases = [(str(mode), int(count)) for mode, count in workflow]
-    except (TypeError, ValueError):
-        raise ConfigError(f"workflow={workflow!r}: use a list of (phase, epochs), e.g. [('train', 1)] or "
-                          f"[('train', 1), ('val', 1)]") from None
-    if len(phases) == 1 and phases[0][0] == 'train':
-        return None
-    if len(phases) == 2 and [p[0] for p in phases] == ['train', 'val'] and min(p[1] for p in phases) > 0:
-        if not by_epoch:
-            raise ConfigError(f"workflow={workflow!r}: a 'val' phase runs with EpochBasedRunner only in "
-                              f"lit_mmdet; use workflow=[('train', 1)] (evaluation= still computes metrics)")
-        return phases[0][1], phases[1][1]
-    raise ConfigError(f"workflow={workflow!r} is not supported: use [('train', 1)] or "
-                      f"[('train', n), ('val', m)]")
-
-
-def _eval_kwargs(cfg: Any, kwargs: Mapping[str, Any]) -> None:
-    """``dataset.evaluate`` must take every non-hook ``evaluation`` key (mmdet passes them on)."""
-    from mmdet.datasets import DATASETS
-
-    val = (cfg.get('data') or {}).get('val') or {}
-    while isinstance(val, Mapping) and 'dataset' in val and 'type' in val and 'ann_file' not in val:
-        val = val['dataset']
-    cls = DATASETS.get(val.get('type', '')) if isinstance(val, Mapping) and isinstance(val.get('type'), str) \
-        else None
-    if cls is not None and kwargs:
-        check_kwargs(cls.evaluate, kwargs, f'evaluation (passed to {cls.__name__}.evaluate)',
-                     also=('results', 'logger'))
-
-
-def eval_policy(cfg: Any, by_epoch: bool, validate: bool = True) -> EvalPolicy:
-    """``evaluation`` as mmdet's ``train_detector`` hands it to its EvalHook / DistEvalHook
-    (``validate=False``: mmdet's ``--no-validate``, no evaluation hook)."""
-    evaluation = dict(cfg.get('evaluation') or {})
-    given = evaluation.get('by_epoch')
-    if given is not None and bool(given) != by_epoch:  # train_detector: eval_cfg['by_epoch'] = not IterBasedRunner
-        log.warning('evaluation.by_epoch=%s is replaced by the runner (%s), as mmdet\'s train_detector does',
-                    given, cfg.runner['type'])
-    hook = None
-    if evaluation.get('type') not in (None, 'EvalHook', 'DistEvalHook'):  # a codebase's own evaluation hook
-        cls = hook_class(evaluation['type'], 'evaluation.type')
-        check_kwargs(cls, {k: v for k, v in evaluation.items() if k not in ('type', 'priority', 'fast_coco_eval')},
-                     f'evaluation ({cls.__name__})', also=('dataloader',))
-        hook = {k: v for k, v in evaluation.items() if k not in ('fast_coco_eval',)}
-    unsupported = {k: evaluation[k] for k in ('test_fn', 'out_dir') if evaluation.get(k) is not None}
-    if unsupported and hook is None:
-        raise ConfigError(f'evaluation: {sorted(unsupported)} are not supported (lit_mmdet validates with mmdet\'s '
-                          f'simple_test and keeps checkpoints in the checkpoint folder: use checkpoint_config.out_dir); '
-                          f'remove them')
-    start = evaluation.get('start')
-    if start is not None and (not isinstance(start, int) or start < 1):
-        raise ConfigError(f'evaluation.start={start!r}: an evaluation before training (start <= 0) is not run by '
-                          f'lit_mmdet; use start >= 1 (and test.py for the initial weights)')
-    interval = evaluation.get('interval', 1)
-    if not isinstance(interval, int) or interval < 1:
-        raise ConfigError(f'evaluation.interval={interval!r}: use a positive integer')
-    dynamic = evaluation.get('dynamic_intervals') or ()
-    try:
-        dynamic = tuple((int(m), int(i)) for m, i in dynamic)
-    except (TypeError, ValueError):
-        raise ConfigError(f'evaluation.dynamic_intervals={dynamic!r}: use a list of (milestone, interval) '
-                          f'pairs, e.g. [(285, 1)]') from None
-    if any(i < 1 for _, i in dynamic):
-        raise ConfigError(f'evaluation.dynamic_intervals={list(dynamic)}: intervals must be positive')
-    kwargs = {k: v for k, v in evaluation.items() if k not in EVAL_HOOK_KEYS}
-    if hook is None:
-        _eval_kwargs(cfg, kwargs)
-    return EvalPolicy(interval=interval, enabled=validate and 'val' in cfg.get('data', {}), save_best=save_best_rule(cfg),
-                      kwargs=kwargs, start=start, dynamic_intervals=dynamic,
-                      broadcast_bn_buffer=bool(evaluation.get('broadcast_bn_buffer', True)),
-                      gpu_collect=bool(evaluation.get('gpu_collect', False)), tmpdir=evaluation.get('tmpdir'),
-                      fast_coco_eval=bool(evaluation.get('fast_coco_eval', True)), hook=hook)
-
-
-#: ``checkpoint_config`` keys mmcv's CheckpointHook hands to ``runner.save_checkpoint``.
-_SAVE_CHECKPOINT_ARGS = ('filename_tmpl', 'meta', 'create_symlink', 'type')
-
-
-def checkpoint_policy(cfg: Any, by_epoch: bool) -> CheckpointPolicy:
-    """``checkpoint_config`` as mmcv's ``CheckpointHook`` reads it (unknown keys: one line, as mmcv's
-    ``save_checkpoint`` would reject them at the first save)."""
-    from mmcv.runner import CheckpointHook
-
-    ckpt = dict(cfg.get('checkpoint_config') or {})
-    kind = ckpt.get('type', 'CheckpointHook')
-    if kind != 'CheckpointHook':
-        raise ConfigError(f"checkpoint_config.type='{kind}': lit_mmdet writes checkpoints as mmcv's CheckpointHook "
-                          f"does; remove type (a hook of your own goes in custom_hooks)")
-    check_kwargs(CheckpointHook, ckpt, 'checkpoint_config', also=_SAVE_CHECKPOINT_ARGS)
-    by = bool(ckpt.get('by_epoch', by_epoch))
-    tmpl = ckpt.get('filename_tmpl') or ('epoch_{}.ckpt' if by else 'iter_{}.ckpt')
-    try:
-        tmpl.format(1)
-    except (IndexError, KeyError, ValueError, AttributeError):
-        raise ConfigError(f"checkpoint_config.filename_tmpl={tmpl!r}: use one '{{}}' for the epoch / iteration, "
-                          f"e.g. 'epoch_{{}}.pth'") from None
-    if tmpl.format(1) == tmpl or osp.basename(tmpl) != tmpl:
-        raise ConfigError(f"checkpoint_config.filename_tmpl={tmpl!r}: a file name with one '{{}}' for the "
-                          f"epoch / iteration, e.g. 'epoch_{{}}.pth' (folders: checkpoint_config.out_dir)")
-    for key in [k for k in ('file_client_args', 'create_symlink') if k in ckpt]:
-        log.warning('checkpoint_config.%s: not used (checkpoints are local files; last.ckpt takes the place of '
-                    'mmcv\'s latest.pth link)', key)
-    return CheckpointPolicy(interval=int(ckpt.get('interval', -1)), by_epoch=by,
-                            max_keep=int(ckpt.get('max_keep_ckpts', -1)), save_last=bool(ckpt.get('save_last', True)),
-                            out_dir=ckpt.get('out_dir'), filename_tmpl=tmpl,
-                            save_optimizer=bool(ckpt.get('save_optimizer', True)),
-                            sync_buffer=bool(ckpt.get('sync_buffer', False)), meta=dict(ckpt.get('meta') or {}))
-
-
-#: mmcv's optimizer hook types -> (fp16, accumulates)
 _OPTIMIZER_HOOKS = {
     'OptimizerHook': (False, False),
     'Fp16OptimizerHook': (True, False),
@@ -269,7 +97,6 @@ def optimizer_policy(cfg: Any) -> OptimizerPolicy:
         ConfigError: No ``optimizer``, an optimizer hook type lit_mmdet does not run, an argument the
             hook does not take, or ``cumulative_iters`` on a hook type without it (mmcv rejects it too).
     """
-    from mmcv.runner import HOOKS
 
     optimizer = cfg.get('optimizer')
     if not isinstance(optimizer, Mapping) or 'type' not in optimizer or 'lr' not in optimizer:
@@ -302,71 +129,6 @@ def optimizer_policy(cfg: Any) -> OptimizerPolicy:
                            scale_update_to=scale_update_to, cumulative_iters=cumulative_iters,
                            auto_scale_base=auto.get('base_batch_size') if auto.get('enable', False) else None,
                            samples_per_gpu=int(per_gpu))
-
-
-def wandb_settings(cfg: Any, opts: Optional[WandbOptions] = None) -> Optional[WandbSettings]:
-    """The config's W&B hook merged with the CLI flags; None when W&B is off."""
-    opts = opts or WandbOptions()
-    hooks = [dict(h) for h in (cfg.get('log_config') or {}).get('hooks', []) if h.get('type') in WANDB_HOOKS]
-    if opts.enabled is False or (not hooks and not opts.enabled):
-        return None
-    hook = hooks[0] if hooks else {}
-    init = dict(hook.get('init_kwargs') or hook.get('wandb_init_kwargs') or {})
-    for key in ('project', 'entity', 'name'):
-        if getattr(opts, key):
-            init[key] = getattr(opts, key)
-    init.setdefault('project', 'lit_mmdet')
-    unknown = {'save_dir', 'log_model'} & set(init)
-    if unknown:
-        raise ConfigError(f'log_config W&B init_kwargs: {sorted(unknown)} are set by lit_mmdet; remove them '
-                          f'(use log_checkpoint=True for checkpoint artifacts)')
-    mmdet_hook = hook.get('type') in ('MMDetWandbHook', 'WandbLogger')
-    return WandbSettings(
-        init_kwargs=init,
-        log_checkpoint=bool(hook.get('log_checkpoint', False)),
-        log_checkpoint_metadata=bool(hook.get('log_checkpoint_metadata', False)),
-        # mmdet's hook shows 100 validation images by default; plain runs a few
-        num_eval_images=int(hook.get('num_eval_images', 100 if mmdet_hook else 8)),
-        bbox_score_thr=float(hook.get('bbox_score_thr', 0.3)))
-
-
-def _log_level(cfg: Any) -> str:
-    level = cfg.get('log_level', 'INFO')
-    name = logging.getLevelName(level) if isinstance(level, int) else str(level).upper()
-    if name not in LOG_LEVELS:
-        raise ConfigError(f"log_level={level!r}: use one of {', '.join(LOG_LEVELS)}")
-    return name
-
-
-def log_policy(cfg: Any, opts: Optional[WandbOptions] = None) -> LogPolicy:
-    """``log_config`` (``interval``, ``hooks``: mmcv reads nothing else) and ``log_level``."""
-    from mmcv.runner import HOOKS
-
-    log_config = dict(cfg.get('log_config') or {})
-    unknown = sorted(set(log_config) - {'interval', 'hooks'})
-    if unknown:
-        raise ConfigError(f"log_config: unknown key(s) {unknown}: mmcv's runner reads only interval and hooks; "
-                          f"a logger hook's own arguments go in its log_config.hooks entry")
-    text, tensorboard, ignored = {}, None, []
-    for i, hook in enumerate(log_config.get('hooks') or []):
-        hook = dict(hook)
-        kind = hook.pop('type', None)
-        where = f'log_config.hooks[{i}] {kind}'
-        if kind == 'WandbLogger':
-            bad = sorted(set(hook) - set(_WANDB_INTEGRATION_ARGS))
-            if bad:
-                raise ConfigError(f'{where}: unknown key(s) {bad} (the W&B integration\'s hook takes '
-                                  f'{list(_WANDB_INTEGRATION_ARGS)})')
-        elif kind in LOG_HOOKS:
-            check_kwargs(HOOKS.get(kind), hook, where)
-        if kind == 'TextLoggerHook':
-            text = hook
-        elif kind == 'TensorboardLoggerHook':
-            tensorboard = hook.get('log_dir') or ''
-        elif kind not in LOG_HOOKS:
-            ignored.append(str(kind))
-    return LogPolicy(interval=int(log_config.get('interval', 50)), level=_log_level(cfg), text=text,
-                     tensorboard=tensorboard, wandb=wandb_settings(cfg, opts), ignored=tuple(ignored))
 
 
 def device_policy(cfg: Any, settings: RunSettings) -> DevicePolicy:

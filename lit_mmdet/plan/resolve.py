@@ -22,17 +22,23 @@ import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from mmcv import Config
+from mmdet.utils import compat_cfg
+
 from .. import _compat  # noqa: F401
 from ..config import ConfigLike, load_config, to_container
 from ..errors import ConfigError
 from .data_paths import check_data_paths
+from .evaluation import checkpoint_policy, eval_policy, workflow_val_phase
 from .hooks import carried_hooks, early_stopping, hook_specs
+from .logs import log_policy
 from .model import model_spec
 from .policies import (CheckpointPolicy, DataSpec, DevicePolicy, EarlyStopPolicy, EvalPolicy, HookSpec, LoadPolicy,
                        LogPolicy, ModelSpec, OptimizerPolicy, ProcessPolicy, SpeedSwitches)
-from .readers import (checkpoint_policy, device_policy, eval_policy, load_policy, loader_switches, log_policy,
-                      optimizer_policy, process_policy, read_runner, read_seed, speed_switches, workflow_val_phase)
+from .readers import (device_policy, load_policy, loader_switches, optimizer_policy, process_policy, read_runner,
+                      read_seed, speed_switches)
 from .settings import RunSettings
+
 
 __all__ = ['RunPlan', 'resolve_run']
 
@@ -70,6 +76,7 @@ class RunPlan:
         invalid_loss_interval: Stop on a non-finite loss, checked every this many iterations.
         early_stopping: ``EarlyStoppingHook`` in ``custom_hooks`` (mmengine's), else None.
         speed: The ``speed`` switches.
+        cfg_options: The ``--cfg-options`` the plan was resolved with (as given).
     """
 
     cfg: Any
@@ -98,6 +105,7 @@ class RunPlan:
     early_stopping: Optional[EarlyStopPolicy] = None
     seed_drawn: bool = False
     speed: SpeedSwitches = field(default_factory=SpeedSwitches)
+    cfg_options: Any = None
 
     @property
     def checkpoint_dir(self) -> str:
@@ -117,14 +125,21 @@ class RunPlan:
     @functools.cached_property
     def config_text(self) -> str:
         """The config as mmcv's ``pretty_text`` (formatted once: yapf is slow)."""
-        from mmcv import Config
         return Config(copy.deepcopy(dict(self.config_dict))).pretty_text
 
     def config_copy(self) -> Any:
         """A fresh mmcv ``Config`` of the final config (for mmdet code that reads a whole config, e.g.
         ``inference_detector`` through ``model.cfg``)."""
-        from mmcv import Config
         return Config(copy.deepcopy(dict(self.config_dict)), filename=self.filename)
+
+    def run_record(self) -> dict:
+        """What a resume needs to be this run (stored in every checkpoint, read by
+        :func:`~lit_mmdet.runtime.resume.resume_settings`): the settings, with the seed really used, and
+        ``--cfg-options``."""
+        settings = dataclasses.asdict(dataclasses.replace(self.settings, seed=self.seed))
+        options = self.cfg_options
+        return dict(settings=settings, cfg_options=dict(options) if isinstance(options, Mapping) else
+                    (list(options) if options else None))
 
     def with_seed(self, seed: int) -> 'RunPlan':
         """The same plan with another seed (rank 0's, shared with every rank)."""
@@ -136,7 +151,6 @@ class RunPlan:
 
 def _data_spec(cfg: Any, seed: int, runner_type: str, settings: RunSettings) -> DataSpec:
     """``data`` after mmdet's ``compat_cfg`` (which needs all three splits)."""
-    from mmdet.utils import compat_cfg
 
     data = cfg.get('data') or {}
     for split in ('train', 'val', 'test'):
@@ -190,6 +204,8 @@ def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping
     work_dir = settings.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
     cfg.work_dir = work_dir
     cfg.seed, seed_drawn = read_seed(settings, cfg)
+    if settings.resume_every is not None:  # --resume-every: written where the config keeps it
+        cfg.checkpoint_config = dict(cfg.get('checkpoint_config') or {}, resume_every=settings.resume_every)
     model = model_spec(cfg)
     hooks = hook_specs(cfg.get('lr_config'), cfg.get('momentum_config'), cfg.get('custom_hooks'))
     num_class_check, invalid_loss_interval = carried_hooks(cfg.get('custom_hooks'))
@@ -202,4 +218,5 @@ def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping
         log=log_policy(cfg, settings.wandb), devices=device_policy(cfg, settings), process=process_policy(cfg),
         load=load_policy(cfg), workflow=workflow_val_phase(cfg, by_epoch), settings=settings,
         num_class_check=num_class_check, invalid_loss_interval=invalid_loss_interval,
-        early_stopping=early_stopping(cfg.get('custom_hooks')), seed_drawn=seed_drawn, speed=speed_switches(cfg))
+        early_stopping=early_stopping(cfg.get('custom_hooks')), seed_drawn=seed_drawn, speed=speed_switches(cfg),
+        cfg_options=copy.deepcopy(cfg_options))

@@ -42,3 +42,4 @@ class RunSettings:
     pin_memory: bool = False
     persistent_workers: bool = False
     validate: bool = True
+    resume_every: Optional[float] = None  # minutes

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import mmcv
 import pytorch_lightning as pl
+import torch
 from mmcv.runner import HOOKS, DistSamplerSeedHook, Hook, get_priority
 from torch.utils.data import DataLoader
 
@@ -30,12 +31,14 @@ from .logger_hook import LightningLoggerHook
 from .optimizer_hooks import GradientAccumulation
 from .record import EvalRecord, RunRecord, StepRecord
 from .resume import ResumeState
+from .resume_points import TimedResumePoints
 from .runner import RunnerView, iteration_based
 from .runner_hooks import (CheckpointSaver, build_hook, lightning_eval_hook, step_hook, text_logger_hook,
                            timer_hook)
 from .speed import apply_speed_switches, fused_optimizer_cfg, to_channels_last
 from .stop import StopOnSignal
 from .text_log import run_logger
+
 
 __all__ = ['EvalRecord', 'PendingState', 'RunRecord', 'StepRecord', 'accumulation_for', 'channels_last_batch',
            'last_note', 'optimizer_cfg', 'run_callbacks', 'runner_hooks', 'runner_meta', 'speed_up']
@@ -68,7 +71,6 @@ def optimizer_cfg(plan: Any, trainer: Optional[pl.Trainer]) -> dict:
 
 def accumulation_for(policy: Any, trainer: pl.Trainer, model: Any) -> Optional[GradientAccumulation]:
     """``cumulative_iters`` over this run, with the warnings of mmcv's hook."""
-    import torch
     cumulative_iters = policy.cumulative_iters
     if cumulative_iters == 1:
         return None
@@ -194,5 +196,7 @@ def run_callbacks(plan: Any, record: RunRecord, pending: PendingState, trainer: 
             check_on_train_epoch_end=False))
     if writer is not None:
         callbacks.append(writer)
-    return callbacks + [ResumeState(),
+        if plan.checkpoint.resume_every:
+            callbacks.append(TimedResumePoints(plan.checkpoint.resume_every, writer))
+    return callbacks + [ResumeState(plan.run_record()),
                         StopOnSignal(plan.last_checkpoint, writer.write_last if writer is not None else None)]

@@ -11,7 +11,11 @@ from typing_extensions import override
 
 from .._compat import gate_validation
 from ..adapters.lightning import writes_logs
+from ..data.bad_images import skipped_images
+from ..evaluation import broadcast_bn_buffers
+from ..visualization import eval_samples, save_png
 from .record import EvalRecord
+
 
 __all__ = ['BatchNormBroadcast', 'EvalImages', 'EvalSchedule', 'SkippedImagesLog']
 
@@ -49,7 +53,6 @@ class EvalImages(pl.Callback):
         dataset = getattr(loader, 'dataset', None)
         if dataset is None or len(results) != len(dataset):
             return None
-        from ..visualization import eval_samples
         indices = range(min(self.num_images, len(dataset)))
         return eval_samples(dataset, results, indices, self.score_thr), list(dataset.CLASSES)
 
@@ -81,7 +84,6 @@ class EvalImages(pl.Callback):
         found = self._samples(trainer, pl_module)
         if found is None:
             return
-        from ..visualization import save_png
         samples, classes = found
         for sample in samples:
             try:  # a picture must never end a training run
@@ -126,7 +128,6 @@ class BatchNormBroadcast(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size < 2 or trainer.state.fn != 'fit' or trainer.sanity_checking:
             return
-        from ..evaluation import broadcast_bn_buffers
         broadcast_bn_buffers(pl_module)
 
 
@@ -136,7 +137,6 @@ class SkippedImagesLog(pl.Callback):
     @override
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        from ..data.bad_images import skipped_images
         if writes_logs(trainer):
             skipped = skipped_images(trainer.train_dataloader.dataset)
             if skipped:

@@ -18,6 +18,7 @@ import logging
 import os
 import os.path as osp
 import pickle
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -25,6 +26,8 @@ import mmcv
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.types import _PATH
+from mmcv.parallel import is_module_wrapper
+from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from typing_extensions import override
@@ -32,9 +35,10 @@ from typing_extensions import override
 from ..adapters.lightning import dump_checkpoint
 from ..errors import ConfigError, TrainingError
 
+
 __all__ = ['AtomicCheckpointIO', 'CheckpointWriter', 'CorruptCheckpoint', 'PendingState', 'LIGHTNING_STATE',
            'check_fits', 'last_checkpoint_note', 'lightning_state', 'read_checkpoint', 'remove_stale_temporaries',
-           'resolve_resume', 'ResumeSource', 'find_resume']
+           'resolve_resume', 'ResumeSource', 'RUN_RECORD', 'find_resume']
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +200,21 @@ def resolve_resume(resume: Optional[str], checkpoint_dir: str, trust: bool = Fal
     return None
 
 
+#: The checkpoint key of the run's record (settings, seed, ``--cfg-options``) that ``--resume`` restores.
+RUN_RECORD = 'lit_mmdet_run'
+
+
 @dataclass(frozen=True)
 class ResumeSource:
     """Where a run continues from: the checkpoint (None: a fresh start), its Lightning state and step."""
 
     path: Optional[str] = None
     state: Optional[dict] = None
+
+    @property
+    def run(self) -> Optional[dict]:
+        """The checkpoint's run record (:meth:`~lit_mmdet.plan.RunPlan.run_record`), None when it has none."""
+        return self.state.get(RUN_RECORD) if self.state is not None else None
 
     @property
     def step(self) -> Optional[int]:
@@ -279,6 +292,8 @@ class CheckpointWriter(ModelCheckpoint):
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=False, monitor=None)
         #: Files written since :meth:`take_written`: (path, kind: 'periodic' | 'last' | 'best' | 'runner').
         self.written: list[tuple[str, str]] = []
+        #: ``time.monotonic()`` of the last ``last.ckpt`` written (0: none yet).
+        self.last_written_at = 0.0
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -320,6 +335,7 @@ class CheckpointWriter(ModelCheckpoint):
         trainer.save_checkpoint(path, weights_only=weights_only)
         if kind == 'last':
             self.last_model_path = path
+            self.last_written_at = time.monotonic()
         elif kind == 'best':
             self.best_model_path = path
         if trainer.is_global_zero:
@@ -340,8 +356,6 @@ class CheckpointWriter(ModelCheckpoint):
         """An mmcv checkpoint (mmcv's ``save_checkpoint`` layout: ``meta`` with ``CLASSES``,
         ``state_dict`` of the detector, ``optimizer``) that also carries the Lightning state under
         :data:`LIGHTNING_STATE`; ``latest.pth`` beside it links to it (``link``)."""
-        from mmcv.parallel import is_module_wrapper
-        from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
 
         state = dump_checkpoint(trainer)  # collective under some strategies: every rank
         if not trainer.is_global_zero:

@@ -18,9 +18,12 @@ import uuid
 from typing import Optional
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
+from ..errors import ConfigError, TrainingError, one_line
 from .checkpoints import last_checkpoint_note
+
 
 __all__ = ['RankFailures', 'cause_of', 'other_rank_failure', 'worker_died']
 
@@ -29,7 +32,6 @@ _NOTE = '.rank-failure-{run}-{rank}'
 
 def cause_of(exc: BaseException) -> str:
     """``Type: first line of the message`` (the user-facing line for errors lit_mmdet raises)."""
-    from ..errors import ConfigError, TrainingError, one_line
     text = one_line(exc) if isinstance(exc, (ConfigError, TrainingError)) else str(exc).strip()
     first = text.splitlines()[0] if text else ''
     return first if isinstance(exc, (ConfigError, TrainingError)) else f'{type(exc).__name__}: {first}'
@@ -101,7 +103,6 @@ class RankFailures(pl.Callback):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
 
         if isinstance(exception, SIGTERMException):  # a stop every rank agreed on (SIGTERM, Ctrl-C): no failure
             self._stop.set()
@@ -118,7 +119,6 @@ class RankFailures(pl.Callback):
         os.replace(note + '.tmp', note)
 
     def _error_for(self, exc: BaseException, rank: int) -> Optional[Exception]:
-        from ..errors import TrainingError
 
         kept = last_checkpoint_note(self.last_checkpoint)
         if worker_died(exc):

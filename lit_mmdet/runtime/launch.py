@@ -10,13 +10,16 @@ uses it), and takes rank 0's seed when the seed was drawn.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 
 import pytorch_lightning as pl
 import torch.distributed as dist
+from mmdet.apis import init_random_seed
 
 from ..plan import RunPlan
+
 
 __all__ = ['join_launcher_group', 'share_seed']
 
@@ -36,7 +39,16 @@ def join_launcher_group(trainer: pl.Trainer) -> bool:
                                                                    else 'gloo')
     os.environ['MASTER_ADDR'] = env.main_address
     os.environ['MASTER_PORT'] = str(env.main_port)
-    dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
+    attempt = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
+    if attempt and os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True':
+        # a worker group torchrun's agent restarted (--max-restarts) shares the agent's store with the
+        # group before it (static rendezvous: --master-addr / --master-port): the group's keys (each
+        # rank's gloo / NCCL address) get a prefix of this attempt, else the ranks read the old ones
+        store = dist.PrefixStore(f'lit_mmdet/attempt_{attempt}', dist.TCPStore(
+            env.main_address, env.main_port, env.world_size(), is_master=False, timeout=datetime.timedelta(minutes=30)))
+        dist.init_process_group(backend, store=store, rank=env.global_rank(), world_size=env.world_size())
+    else:
+        dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
     return True
 
 
@@ -46,7 +58,6 @@ def share_seed(plan: RunPlan, trainer: pl.Trainer) -> RunPlan:
     joined = join_launcher_group(trainer)
     if not plan.seed_drawn or not (dist.is_initialized() and dist.get_world_size() > 1):
         return plan
-    from mmdet.apis import init_random_seed
 
     device = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
     seed = int(init_random_seed(None, device=device))  # every rank draws, rank 0's is broadcast

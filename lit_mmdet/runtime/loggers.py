@@ -18,12 +18,14 @@ import os.path as osp
 from typing import Any, Mapping, Optional
 
 import torch
+from mmdet.utils import collect_env
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from typing_extensions import override
 
 from ..adapters.lightning import started_experiment, wandb_artifact_name, wandb_model_logging, wandb_run_started
 from ..plan import LogPolicy
+
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,6 @@ class DetWandbLogger(WandbLogger):
 @rank_zero_only
 def log_run_files(loggers: list[Logger], config_file: str) -> None:
     """W&B: the resolved config file (beside the run config Lightning logs) and mmdet's env info."""
-    from mmdet.utils import collect_env
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             env = {k: str(v) for k, v in collect_env().items() if k != 'PyTorch compiling details'}

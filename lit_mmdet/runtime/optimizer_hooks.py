@@ -18,6 +18,7 @@ import logging
 from typing import Any, Mapping, Optional, Union
 
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 
 __all__ = ['GradientAccumulation', 'MMCVGradScaler', 'fp16_precision']
@@ -79,6 +80,5 @@ class MMCVGradScaler(torch.amp.GradScaler):
 def fp16_precision(kwargs: Mapping[str, Any], update_to: Optional[float], device: str = 'cuda') -> Any:
     """Lightning's ``16-mixed`` precision plugin with the config's loss scaler (the plan's
     ``scaler_kwargs`` / ``scale_update_to``, from ``loss_scale`` as mmcv's ``Fp16OptimizerHook`` takes it)."""
-    from pytorch_lightning.plugins.precision import MixedPrecision
 
     return MixedPrecision('16-mixed', device, scaler=MMCVGradScaler(device, update_to=update_to, **kwargs))

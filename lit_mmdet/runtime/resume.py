@@ -1,16 +1,18 @@
 """Exact resume: what a checkpoint needs beyond Lightning's own state to continue as if never stopped.
 
-Checkpoints carry the host RNG states (torch, numpy, Python) and, when saved inside an epoch (or
+Checkpoints carry the run's record (its settings, the seed it used, ``--cfg-options``), which a resume
+restores (:func:`resume_settings`), the host RNG states (torch, numpy, Python) and, when saved inside an epoch (or
 anywhere in an IterBasedRunner's endless stream), the sample order and position and each
 DataLoader worker's RNG state, so a resumed run trains on the same batches with the same random
 numbers as an uninterrupted one (:class:`ResumeState`).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import warnings
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -22,8 +24,11 @@ from typing_extensions import override
 from ..adapters.lightning import train_loaders
 from ..data.datamodule import MMDetDataModule
 from ..data.samplers import ResumableBatchSampler, ResumableStream, WorkerInit, WorkerRng
+from ..plan import RunSettings, WandbOptions
+from .checkpoints import RUN_RECORD
 
-__all__ = ['ResumeState']
+
+__all__ = ['ResumeState', 'resume_settings']
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +52,15 @@ def _batch_sampler(trainer: pl.Trainer) -> Any:
 
 
 class ResumeState(Checkpoint):
-    """The RNG and sampler state of a checkpoint, saved and restored (see the module docstring).
+    """The RNG and sampler state of a checkpoint, saved and restored (see the module docstring), and
+    the run's record (settings, the seed used, ``--cfg-options``: :meth:`~lit_mmdet.plan.RunPlan.run_record`)
+    under ``checkpoint['lit_mmdet_run']``, which ``--resume`` restores.
 
     A ``Checkpoint`` callback, so Lightning runs it after the model's own callbacks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, run_record: Optional[dict] = None) -> None:
+        self.run_record = run_record
         self._trainer: Optional[pl.Trainer] = None
         self._loaded: Optional[dict] = None
         self._torch_at_batch: Optional[torch.Tensor] = None
@@ -86,6 +94,11 @@ class ResumeState(Checkpoint):
             ranks = [None] * dist.get_world_size()
             dist.all_gather_object(ranks, state)
         return dict(ranks=ranks)
+
+    @override
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if self.run_record is not None:
+            checkpoint[RUN_RECORD] = self.run_record
 
     def _worker_states(self, done: int, workers: int) -> list:
         """What each worker of the resumed epoch starts from. Workers take batches in turn, so the
@@ -165,3 +178,46 @@ class ResumeState(Checkpoint):
         if self._torch_at_batch is not None:
             torch.set_rng_state(self._torch_at_batch)
             self._torch_at_batch = None
+
+
+#: Settings a resume never takes from the checkpoint: where the run is (how the checkpoint was found)
+#: and a smoke test's length.
+_NOT_RESTORED = ('work_dir', 'fast_dev_run')
+
+
+def _flag(name: str) -> str:
+    return {'validate': '--no-validate', 'wandb': '--wandb*'}.get(name, '--' + name.replace('_', '-'))
+
+
+def resume_settings(record: Mapping[str, Any], cfg_options: Union[None, Sequence[str], Mapping[str, Any]],
+                    settings: RunSettings) -> tuple[Any, RunSettings, list[str]]:
+    """What a resume runs with: the checkpoint's own settings and ``--cfg-options`` (its ``run`` record,
+    the seed the run really used included), except where the command line asks for something else;
+    each such difference is one line in the notes returned (``(cfg_options, settings, notes)``).
+
+    A setting the command line leaves at its default (a flag not repeated, no ``--seed``) is the
+    checkpoint's; ``work_dir`` and ``fast_dev_run`` are the command line's.
+    """
+    stored = dict(record.get('settings') or {})
+    defaults, notes, merged = RunSettings(), [], {}
+    for f in dataclasses.fields(RunSettings):
+        given = getattr(settings, f.name)
+        if f.name in _NOT_RESTORED or f.name not in stored:
+            continue
+        value = stored[f.name]
+        if f.name == 'wandb':
+            value = WandbOptions(**dict(value or {}))
+        if given == getattr(defaults, f.name) or given == value:
+            merged[f.name] = value
+        else:
+            notes.append(f"{_flag(f.name)}: {given!r} overrides the checkpoint's {value!r}")
+    old_options = record.get('cfg_options')
+    if not cfg_options:
+        cfg_options = old_options
+    elif old_options and _as_list(cfg_options) != _as_list(old_options):
+        notes.append(f"--cfg-options {_as_list(cfg_options)} replaces the checkpoint's {_as_list(old_options)}")
+    return cfg_options, dataclasses.replace(settings, **merged), notes
+
+
+def _as_list(options: Union[Sequence[str], Mapping[str, Any]]) -> list:
+    return [f'{k}={v}' for k, v in options.items()] if isinstance(options, Mapping) else list(options)

@@ -12,12 +12,14 @@ from typing import Optional
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
 from ..plan import RunPlan
 from ..plan.keys import format_rows, runtime_key_rows, unused_key_notes
 from ..plots import write_plots
 from .loggers import finish_wandb, log_run_files
+
 
 __all__ = ['RunFiles', 'write_runtime_keys']
 
@@ -73,7 +75,6 @@ class RunFiles(pl.Callback):
 
     @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
         if isinstance(exception, SIGTERMException):  # preempted: W&B's files flushed before the process ends
             finish_wandb(trainer.loggers)
 

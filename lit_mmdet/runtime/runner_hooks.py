@@ -25,12 +25,18 @@ from typing import Any, Optional
 
 import mmcv
 import pytorch_lightning as pl
+from mmcv.cnn import VGG
 from mmcv.runner import HOOKS, CheckpointHook, Hook, IterTimerHook, OptimizerHook, TextLoggerHook, get_priority
 from mmcv.runner.dist_utils import allreduce_params
+from mmdet.core import DistEvalHook, EvalHook
+from mmdet.models.dense_heads import GARPNHead, RPNHead
+from mmdet.models.roi_heads.mask_heads import FusedSemanticHead
 
 from ..errors import ConfigError
+from ..plan.hooks import hook_specs
 from .checkpoints import CheckpointWriter
 from .record import RunRecord
+
 
 __all__ = ['CheckpointSaver', 'LightningDistEvalHook', 'LightningEvalHook', 'StepHook', 'build_hook', 'build_hooks',
            'check_num_classes',
@@ -62,9 +68,6 @@ def check_num_classes(model: Any, classes: Optional[Any], where: str) -> None:
     """
     if classes is None:
         return
-    from mmcv.cnn import VGG
-    from mmdet.models.dense_heads import GARPNHead, RPNHead
-    from mmdet.models.roi_heads.mask_heads import FusedSemanticHead
 
     if isinstance(classes, str):
         raise ConfigError(f"{where}: CLASSES={classes!r} is one string; give a tuple of class names, "
@@ -298,7 +301,6 @@ class _FromLightning:
 
 
 def _eval_hook_classes() -> tuple[type, type]:
-    from mmdet.core import DistEvalHook, EvalHook
     return EvalHook, DistEvalHook
 
 
@@ -347,6 +349,5 @@ def build_hooks(lr_config: Any = None, momentum_config: Any = None, custom_hooks
     """The hooks of ``lr_config``, ``momentum_config`` and ``custom_hooks`` (checked as the plan checks
     them), built with their priorities and sorted as mmcv's ``register_hook`` sorts them (stable: ties in
     registration order): for a :class:`~lit_mmdet.runtime.hook_driver.HookDriver` outside a lit_mmdet run."""
-    from ..plan.hooks import hook_specs
     hooks = [build_hook(spec) for spec in hook_specs(lr_config, momentum_config, custom_hooks)]
     return sorted(hooks, key=lambda h: h.priority)

@@ -1,7 +1,7 @@
 """One training run of a plan, start to end: what mmdet's ``tools/train.py`` + ``train_detector`` do
 around ``runner.run``, in their order.
 
-Find the checkpoint to continue from; build the Trainer (loggers, precision, devices); join an outside
+Given the checkpoint to continue from (its settings already restored in the plan), build the Trainer (loggers, precision, devices); join an outside
 launcher's process group and share rank 0's seed; seed; build the module (mmcv's initialisation report
 into the ``.log`` file); load ``load_from`` or check that the resume checkpoint fits; fit. The run's
 files (config copy, key table, curves, W&B) are written by :class:`~lit_mmdet.runtime.run_files.RunFiles`,
@@ -19,7 +19,7 @@ import os.path as osp
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import pytorch_lightning as pl
 from mmdet.apis import set_random_seed
@@ -27,7 +27,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ..data import MMDetDataModule
 from ..plan import RunPlan
-from .checkpoints import find_resume
+from .checkpoints import ResumeSource
 from .faults import RankFailures
 from .launch import share_seed
 from .mmdet_weights import load_mmdet_weights
@@ -66,17 +66,23 @@ class TrainResult:
     plots: list[str] = field(default_factory=list)
 
 
-def run_training(plan: RunPlan, module_class: Callable[[RunPlan], pl.LightningModule], *,
-                 resume: Optional[str] = None, trust_checkpoint: bool = False,
+def run_training(plan: RunPlan, module_class: Callable[[RunPlan], pl.LightningModule],
+                 source: ResumeSource = ResumeSource(), *, notes: Sequence[str] = (), trust_checkpoint: bool = False,
                  callbacks: Optional[list[pl.Callback]] = None, **trainer_overrides: Any) -> TrainResult:
-    """Train ``plan`` (see the module docstring); the arguments are :func:`lit_mmdet.train`'s."""
+    """Train ``plan`` (see the module docstring); the arguments are :func:`lit_mmdet.train`'s, and
+
+    Args:
+        source: The checkpoint to continue from (:func:`~lit_mmdet.runtime.checkpoints.find_resume`).
+        notes: Lines to warn about once the run's logging is set up (what a resume command overrides).
+    """
     os.makedirs(plan.work_dir, exist_ok=True)
-    source = find_resume(resume, plan.load, plan.checkpoint_dir, trust=trust_checkpoint)
     files = RunFiles(plan)
     trainer = build_trainer(plan, [*(callbacks or []), files], resume_step=source.step, **trainer_overrides)
     plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed);
     # (rank 0, which writes the run's files, keeps its own)
     console_logging(plan.log.level, trainer.global_rank)
+    for note in notes:
+        log.warning('--resume: %s', note)
     pl.seed_everything(plan.seed, workers=False, verbose=False)
     set_random_seed(plan.seed, deterministic=plan.settings.deterministic)
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())

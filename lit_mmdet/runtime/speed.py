@@ -26,10 +26,12 @@ import logging
 from typing import Any, Callable, Optional
 
 import torch
+from mmcv.runner.optimizer import OPTIMIZERS
 
 from ..adapters.torch import compiler_error_types
 from ..errors import one_line
 from ..plan import SpeedSwitches
+
 
 __all__ = ['CompiledForward', 'apply_speed_switches', 'fused_optimizer_cfg', 'to_channels_last']
 
@@ -107,7 +109,6 @@ def fused_optimizer_cfg(optimizer_cfg: dict, allow_fused: bool = True) -> dict:
     ``allow_fused=False`` (a loss scaler with ``grad_clip``): ``foreach`` only. A fused optimizer
     unscales inside its own step, so Lightning does not unscale before clipping, and the clip would
     see gradients times the loss scale (mmcv's ``Fp16OptimizerHook`` unscales first)."""
-    from mmcv.runner.optimizer import OPTIMIZERS
 
     cls = OPTIMIZERS.get(optimizer_cfg.get('type'))
     params = inspect.signature(cls.__init__).parameters if cls is not None else {}

@@ -19,6 +19,9 @@ import os.path as osp
 import sys
 from typing import Callable, Iterator, Optional
 
+from mmcv.utils import get_logger
+
+
 __all__ = ['Below', 'close_logger', 'console_logging', 'init_report', 'init_report_to', 'run_logger']
 
 _LOGGERS = itertools.count()
@@ -28,7 +31,6 @@ def init_report_to(log_path: str) -> Callable[[], None]:
     """mmcv's per-parameter ``init_weights`` report (its ``mmcv`` logger, INFO) into the run's ``.log``
     file only, as mmdet's tools/train.py has it there (its console handlers stay at WARNING);
     returns the undo."""
-    from mmcv.utils import get_logger
     logger = get_logger('mmcv')
     level = logger.level
     for handler in logger.handlers:

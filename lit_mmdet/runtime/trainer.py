@@ -9,11 +9,15 @@ plain ``pl.Trainer`` gets it too.
 from __future__ import annotations
 
 import logging
+import random
 import sys
 from typing import Any, Optional
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from mmdet.utils import setup_multi_processes
+from pytorch_lightning.strategies import DDPStrategy
 
 from ..errors import ConfigError
 from ..plan import DevicePolicy, RunPlan
@@ -22,13 +26,13 @@ from .checkpoints import AtomicCheckpointIO
 from .loggers import build_loggers
 from .optimizer_hooks import fp16_precision
 
+
 __all__ = ['PRECISIONS', 'build_trainer', 'device_kwargs', 'trainer_kwargs']
 
 log = logging.getLogger(__name__)
 
 
 def _ddp_strategy() -> type:
-    from pytorch_lightning.strategies import DDPStrategy
 
     class MMDetDDPStrategy(DDPStrategy):
         """Lightning's DDP, minus one thing mmdet's ``tools/train.py`` does not do: re-seeding every
@@ -37,9 +41,7 @@ def _ddp_strategy() -> type:
         draws the numbers they draw under mmdet's runner."""
 
         def setup_distributed(self) -> None:
-            import random
 
-            import numpy as np
             states = random.getstate(), np.random.get_state(), torch.get_rng_state()
             super().setup_distributed()
             random.setstate(states[0])
@@ -126,7 +128,6 @@ def build_trainer(plan: RunPlan, callbacks: Optional[list[pl.Callback]] = None, 
     """A Trainer that runs the plan as mmdet's runner would; ``overrides`` replace Trainer arguments
     (e.g. ``enable_progress_bar=False``). ``mp_start_method`` / ``opencv_num_threads`` go through
     mmdet's ``setup_multi_processes`` first, as in mmdet's ``tools/train.py``."""
-    from mmdet.utils import setup_multi_processes
 
     setup_multi_processes(plan.process.as_config())
     kwargs = dict(trainer_kwargs(plan, resume_step), callbacks=list(callbacks or []))

@@ -70,7 +70,7 @@ def _paced_with_workers(folder):
     the worker processes (``folder/loaded``)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = _paced_config(folder)
-    path.write_text(path.read_text().replace("delay=0.1)", "delay=0.1, per_process=True)"))
+    path.write_text(path.read_text().replace("per_process=False", "per_process=True"))
     return path
 
 

@@ -15,7 +15,7 @@ import torch
 
 from lit_mmdet.cli.test import main as evaluate_main
 from lit_mmdet.cli.train import main as train_main
-from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, tiny_options
+from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, paced_train_pipeline, tiny_options
 
 RESUME_CONFIG = f'''
 _base_ = '{SHAPES_CONFIG}'
@@ -126,19 +126,8 @@ def test_sigkill_then_resume_auto_matches_uninterrupted_run(uninterrupted, confi
 def _paced_config(tmp_path):
     """The resume config with images counted as they load (no change to the data)."""
     paced = tmp_path / 'paced.py'
-    paced.write_text(RESUME_CONFIG + f'''
-custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.pace'], allow_failed_imports=False)
-data = dict(train=dict(pipeline=[
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(type='Resize', img_scale=(160, 160), keep_ratio=True),
-    dict(type='RandomFlip', flip_ratio=0.5),
-    dict(type='Normalize', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True),
-    dict(type='Pad', size_divisor=32),
-    dict(type='DefaultFormatBundle'),
-    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels', 'gt_masks']),
-    dict(type='Pace', folder='{tmp_path / "loaded"}', delay=0.1)]))
-''')
+    paced.write_text(RESUME_CONFIG + "custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.pace'], "
+                     "allow_failed_imports=False)\n" + paced_train_pipeline(tmp_path / 'loaded'))
     return paced
 
 
@@ -311,3 +300,79 @@ def test_checkpoints_load_weights_only_unless_trusted(capsys, tiny_cfg, tmp_path
 def argparse_namespace():
     import argparse
     return argparse.Namespace(note='an arbitrary Python object')
+
+
+def _column(work, key):
+    """step -> ``key`` over every csv version (a resumed run writes a new version)."""
+    values = {}
+    for path in sorted(glob.glob(str(work / 'csv' / 'version_*' / 'metrics.csv'))):
+        with open(path) as f:
+            values.update({int(r['step']): r[key] for r in csv.DictReader(f) if r.get(key)})
+    return values
+
+
+@pytest.mark.slow
+def test_the_printed_resume_command_resumes_exactly(uninterrupted, shapes_dir, tmp_path):
+    """Started with --seed 0 --deterministic, --max-epochs and --cfg-options, stopped by SIGTERM inside
+    epoch 1; the command the stop message prints, run as printed (none of those flags in it): every
+    later step's loss and LR equal the uninterrupted run's (the checkpoint's settings are restored)."""
+    import shlex
+    proc = _popen(_args(_paced_config(tmp_path), tmp_path / 'work', shapes_dir))
+    _wait_for(tmp_path / 'loaded' / '12', proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    printed = next(line for line in out.splitlines() if 'resume with: ' in line).split('resume with: ', 1)[1]
+    command = shlex.split(printed)
+    assert command[0] == 'train.py' and '--seed' not in command and '--cfg-options' not in command
+    stopped_at = _weights(tmp_path / 'work')['global_step']
+    assert 4 < stopped_at < 4 * EPOCHS
+    resumed = _popen(command[1:], script=command[0])
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert '--resume:' not in err  # nothing overridden: the same run
+    _same_run(tmp_path / 'work', uninterrupted)
+    assert _column(tmp_path / 'work', 'train/lr') == _column(uninterrupted, 'train/lr')
+
+
+@pytest.mark.slow
+def test_a_resume_command_that_asks_for_another_seed_says_so(shapes_dir, tmp_path):
+    work = tmp_path / 'work'
+    options = tiny_options(shapes_dir)
+    _run(['--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-iters', '2', '--seed', '3',
+          '--cfg-options', *cli_options(options)])
+    proc = _popen(['--config', SHAPES_CONFIG, '--work-dir', str(work), '--max-iters', '3', '--seed', '4',
+                   '--resume', 'auto'])
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    lines = [line for line in err.splitlines() if '--resume:' in line]
+    assert lines == ["--resume: --max-iters: 3 overrides the checkpoint's 2",
+                     "--resume: --seed: 4 overrides the checkpoint's 3"], err[-3000:]
+    assert _weights(work)['global_step'] == 3  # the options (data paths) came from the checkpoint
+
+
+@pytest.mark.slow
+def test_resume_every_a_sigkill_loses_at_most_the_interval(uninterrupted, shapes_dir, tmp_path):
+    """--resume-every 0.02 (1.2 s; a step takes at least 0.5 s here), SIGKILL at a random iteration, then
+    the same command (--resume auto in both): no more steps lost than the interval allows, and every
+    later step's loss and LR equal the uninterrupted run's."""
+    import random
+    paced = _paced_config(tmp_path)
+    paced.write_text(paced.read_text().replace('delay=0.1,', 'delay=0.25,'))
+    args = _args(paced, tmp_path / 'work', shapes_dir, '--resume', 'auto', '--resume-every', '0.02')
+    proc = _popen(args)
+    _wait_for(tmp_path / 'work' / 'checkpoints' / 'last.ckpt', proc)
+    loaded = len(os.listdir(tmp_path / 'loaded'))
+    kill_at = random.Random().randint(loaded + 2, 2 * 4 * EPOCHS - 4)
+    _wait_for(tmp_path / 'loaded' / str(kill_at), proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = torch.load(str(tmp_path / 'work' / 'checkpoints' / 'last.ckpt'), map_location='cpu',
+                       weights_only=True)['global_step']
+    reached = len(os.listdir(tmp_path / 'loaded')) // 2  # steps whose batch was loaded (at most)
+    print(f'killed with images {kill_at}: last.ckpt at step {saved}, at most step {reached} reached')
+    assert saved < 4 * EPOCHS and reached - saved <= 3, (saved, reached)  # 1.2 s / 0.5 s per step, + the step in hand
+    _run(args)
+    _same_run(tmp_path / 'work', uninterrupted)
+    assert _column(tmp_path / 'work', 'train/lr') == _column(uninterrupted, 'train/lr')

@@ -62,7 +62,8 @@ def test_test_py_equals_mmdet_and_two_processes_equal_one(trained):
     assert len(loader.dataset) == 5
     for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50'):
         assert ours[key] == pytest.approx(expected[key], abs=1e-6), key
-    assert expected['segm_mAP_50'] > 0 and expected['bbox_mAP_50'] > 0  # metrics, not 0.0 == 0.0
+    # metrics, not 0.0 == 0.0 (SOLO's boxes are zeros in mmdet: its bbox metrics are 0 on both sides)
+    assert expected['segm_mAP_50'] > 0 and expected['segm_mAP'] > 0
     import mmcv
     assert len(mmcv.load(str(root / 'results.pkl'))) == 5
 

@@ -36,7 +36,7 @@ def _value(value):
 def _rng():
     """Where torch's global generator stands (what a hook drawing from it draws). numpy's is not
     compared: with workers_per_gpu=0 Lightning loads the next batch (its augmentation draws) before
-    the step's hooks run, mmcv after them (README: the differences that remain)."""
+    the step's hooks run, mmcv after them (docs/guide/configs-and-hooks.md: the remaining differences)."""
     import hashlib
 
     import torch

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, tiny_options
+from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, paced_train_pipeline, tiny_options
 
 CONFIG = '''
 _base_ = '{base}'
@@ -65,3 +65,74 @@ def test_torchrun_ranks_share_rank_zero_seed_and_the_data(tmp_path, shapes_dir, 
     seen = sorted(name for r in ranks for name in r['images'])
     # 8 images, 1 per process and step, 2 processes: DistributedGroupSampler pads nothing; each once
     assert seen == files and all(len(r['images']) == len(files) // 2 for r in ranks)
+
+
+PACED = '''
+_base_ = '{base}'
+custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.pace'], allow_failed_imports=False)
+evaluation = dict(interval=100)
+'''
+
+
+def _elastic(work, shapes_dir, config, port):
+    """train.py under torchrun's elastic agent: 2 CPU processes, --max-restarts 1, --resume auto and a
+    resume point every 0.6 s: one command line for the first start and the restart."""
+    options = tiny_options(shapes_dir, **{'data.samples_per_gpu': 1})
+    scratch = work.parent / 'tmp'
+    scratch.mkdir(exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=ROOT, WANDB_MODE='offline', TMPDIR=str(scratch))
+    return subprocess.Popen(
+        [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc-per-node', '2',
+         '--max-restarts', '1', '--monitor-interval', '0.2', '--master-addr', '127.0.0.1', '--master-port', str(port),
+         osp.join(ROOT, 'train.py'), '--config', str(config), '--work-dir', str(work), '--max-epochs', '3',
+         '--seed', '0', '--deterministic', '--accelerator', 'cpu', '--devices', '2', '--no-wandb',
+         '--resume', 'auto', '--resume-every', '0.01', '--cfg-options', *cli_options(options)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _csv_steps(work):
+    """Every ``train/loss`` row's step in the newest metrics.csv (a resume continues that file)."""
+    import csv
+    import glob
+    path = sorted(glob.glob(str(work / 'csv' / 'version_*' / 'metrics.csv')), key=osp.getmtime)[-1]
+    with open(path) as f:
+        return [int(r['step']) for r in csv.DictReader(f) if r.get('train/loss')]
+
+
+@pytest.mark.slow
+def test_torchrun_restart_after_a_killed_worker_resumes_by_itself(tmp_path, shapes_dir):
+    """One worker SIGKILLed inside epoch 1: the elastic agent restarts the group, which resumes from the
+    newest last.ckpt with no change to the command; the job exits 0, its final weights equal an
+    uninterrupted run's and each step is in metrics.csv once."""
+    import signal
+    import time
+
+    import torch
+    runs = {}
+    for name in ('whole', 'killed'):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = folder / 'paced.py'
+        config.write_text(PACED.format(base=SHAPES_CONFIG) + paced_train_pipeline(folder / 'loaded', 0.2, True))
+        proc = _elastic(folder / 'work', shapes_dir, config, _free_port())
+        if name == 'killed':
+            deadline = time.time() + 300
+            while len(os.listdir(folder / 'loaded')) < 7 if (folder / 'loaded').is_dir() else True:
+                assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+                time.sleep(0.05)  # 4 images an epoch per rank: rank images 7-8 are epoch 1
+            pid = int(sorted(os.listdir(folder / 'loaded'))[0].split('-')[0])
+            killed_at = time.time()
+            os.kill(pid, signal.SIGKILL)
+        out = proc.communicate(timeout=600)[0]
+        assert proc.returncode == 0, out[-4000:]
+        runs[name] = torch.load(str(folder / 'work' / 'checkpoints' / 'last.ckpt'), map_location='cpu',
+                                weights_only=True)
+        assert _csv_steps(folder / 'work') == list(range(12)), _csv_steps(folder / 'work')
+    restarted = [p for p in os.listdir(tmp_path / 'killed' / 'loaded') if int(p.split('-')[0]) != pid]
+    first_new = min(osp.getmtime(tmp_path / 'killed' / 'loaded' / p) for p in restarted
+                    if osp.getmtime(tmp_path / 'killed' / 'loaded' / p) > killed_at)
+    print(f'kill -> first image loaded by the restarted group: {first_new - killed_at:.1f} s')
+    whole, killed = runs['whole'], runs['killed']
+    assert whole['global_step'] == killed['global_step'] == 12
+    for key in whole['state_dict']:
+        assert torch.equal(whole['state_dict'][key], killed['state_dict'][key]), key

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from lit_mmdet.plots import write_plots
 from lit_mmdet.visualization import HEADER, readable_scale
 from lit_mmdet.plan import WandbOptions
-from lit_mmdet.plan.readers import log_policy, wandb_settings
+from lit_mmdet.plan.logs import log_policy, wandb_settings
 from lit_mmdet.runtime.loggers import DetWandbLogger, build_loggers
 from tests.helpers import ROOT, SHAPES_CONFIG, cli_options, run_script, tiny_options, wandb_records
 
