@@ -5,9 +5,22 @@ import difflib
 import re
 from typing import Optional
 
-__all__ = ['ConfigError', 'DataError', 'TrainingError', 'one_line', 'unknown_type_error']
+__all__ = ['ConfigError', 'DataError', 'TrainingError', 'debugging', 'one_line', 'set_debugging', 'unknown_type_error']
 
 _NOT_IN_REGISTRY = re.compile(r"(\S+) is not in the (\w+) registry")
+
+
+_DEBUG = [False]
+
+
+def set_debugging(on: bool) -> None:
+    """``--debug``: warnings about things that go on (a picture that could not be drawn) carry their traceback."""
+    _DEBUG[0] = bool(on)
+
+
+def debugging() -> bool:
+    """Whether ``--debug`` was given."""
+    return _DEBUG[0]
 
 
 class ConfigError(ValueError):

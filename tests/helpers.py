@@ -7,7 +7,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHAPES_CONFIG = osp.join(ROOT, 'configs', 'solo_timm_shapes.py')
@@ -346,3 +346,20 @@ def paced_train_pipeline(folder, delay: float = 0.1, per_process: bool = False) 
     dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels', 'gt_masks']),
     dict(type='Pace', folder='{folder}', delay={delay}, per_process={per_process})]))
 '''
+
+
+def mmcv_json_log(work, train_key: Callable[[str], bool], val_key: Callable[[str], bool]) -> tuple[list, list]:
+    """(per-iteration training values, per-evaluation metrics) from the one mmcv JSON log in ``work``,
+    the keys each predicate keeps (unrounded when ``TextLoggerHook._round_float`` is patched)."""
+    import glob
+    import json
+    (path,) = glob.glob(osp.join(str(work), '*.log.json'))
+    train, val = [], []
+    with open(path) as f:
+        for line in f:
+            entry = json.loads(line)
+            if entry.get('mode') == 'train' and 'time' in entry:
+                train.append({k: v for k, v in entry.items() if train_key(k)})
+            elif entry.get('mode') == 'val':
+                val.append({k: v for k, v in entry.items() if val_key(k) and isinstance(v, float)})
+    return train, val

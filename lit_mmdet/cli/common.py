@@ -8,7 +8,7 @@ import sys
 from typing import Callable, Optional, Sequence, Union
 
 from ..adapters.stdlib import parser_flags
-from ..errors import ConfigError, TrainingError, one_line
+from ..errors import ConfigError, TrainingError, one_line, set_debugging
 
 __all__ = ['add_device_args', 'add_config_args', 'config_key_arguments', 'devices_arg', 'run_main']
 
@@ -108,6 +108,7 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
         args.cfg_options = (args.cfg_options or []) + items or None
     else:
         args = parser.parse_args(argv)
+    set_debugging(getattr(args, 'debug', False))
     if not getattr(args, 'debug', False):
         from mmcv.utils import get_logger
         get_logger('mmcv', log_level=logging.WARNING)

@@ -86,7 +86,6 @@ class LitDetector(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """fp16 on CUDA: mmcv's ``wrap_fp16_model`` (``Fp16OptimizerHook.before_run``, mmdet's
         test.py), so ``@auto_fp16`` / ``@force_fp32`` parts (losses in fp32) run as under mmdet."""
-
         plugin = self.trainer.precision_plugin
         if isinstance(plugin, MixedPrecision) and plugin.precision == '16-mixed' and plugin.device == 'cuda':
             from mmcv.runner import wrap_fp16_model
@@ -157,8 +156,7 @@ class LitDetector(pl.LightningModule):
             raise unknown_type_error(exc, 'optimizer') or exc from None
 
     @override
-    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer,
-                                    gradient_clip_val: Optional[float] = None,
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: Optional[float] = None,
                                     gradient_clip_algorithm: Optional[str] = None) -> None:
         """``optimizer_config.grad_clip`` exactly as mmcv's ``OptimizerHook.clip_grads``."""
         grad_clip = self.plan.optimizer.grad_clip
@@ -176,10 +174,16 @@ class LitDetector(pl.LightningModule):
                              timestamp=self.log_timestamp)
 
     @override
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint['CLASSES'] = list(self.model.CLASSES or [])  # the training set's, as mmcv's meta keeps them
+
+    @override
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Model state that hooks create in ``before_run`` (EMA copies) waits until they have run."""
+        """Hook-made state (EMA copies) waits for the hooks' ``before_run``; the classes go on the detector."""
         fitting = self._trainer is not None and self.trainer.state.fn == 'fit'
         self.pending_state.hold(self, checkpoint, fitting)
+        if checkpoint.get('CLASSES'):
+            self.model.CLASSES = tuple(checkpoint['CLASSES'])
 
     # ---------------------------------------------------------------- inference
     def infer(self, images: Any) -> list:
@@ -187,12 +191,8 @@ class LitDetector(pl.LightningModule):
         return infer(self.model, self.plan.config_copy(), images)
 
     def predict(self, images: Any, score_thr: float = 0.3) -> list[dict]:
-        """Per image: ``boxes`` (N, 4, xyxy in input pixels), ``scores``, ``labels``, ``masks`` or None.
-
-        Args:
-            images: File paths, BGR ``numpy`` arrays (as mmdet reads images) or folders.
-            score_thr: Keep detections scoring above this.
-        """
+        """File paths, BGR arrays or folders -> per image the detections above ``score_thr``
+        (:func:`lit_mmdet.results.format_result`: ``boxes``, ``scores``, ``labels``, ``masks``, ...)."""
         return predict(self.model, self.plan.config_copy(), images, score_thr)
 
     # --------------------------------------------------------------- evaluation

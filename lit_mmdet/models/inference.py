@@ -4,17 +4,36 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from mmdet.apis import inference_detector
 from torch import nn
 
-from ..results import collect_images, format_result
+from ..errors import ConfigError
+from ..results import collect_images, format_result, result_layout
 
 
 __all__ = ['infer', 'predict']
+
+
+def _with_test_pipeline(config: Any) -> Any:
+    """A copy of ``config`` whose ``data.test`` is the one ``inference_detector`` can read: the first
+    dataset with a ``pipeline``, through a list and ``dataset`` / ``datasets`` wrappers (a codebase's
+    concat or repeat wrapper keeps the pipeline on the datasets it wraps)."""
+    config = copy.deepcopy(config)
+    test = config.data.test
+    while test is not None and not (isinstance(test, Mapping) and 'pipeline' in test):
+        if isinstance(test, (list, tuple)):
+            test = test[0] if test else None
+        else:
+            test = test.get('dataset') or (test.get('datasets') or [None])[0]
+    if test is None:
+        raise ConfigError('data.test has no pipeline, nor a dataset it wraps: inference runs the test '
+                          'pipeline; give data.test.pipeline')
+    config.data.test = test
+    return config
 
 
 @torch.no_grad()
@@ -37,7 +56,7 @@ def infer(detector: nn.Module, config: Any, images: Any) -> list:
         # run of same-kind inputs) and edits model.cfg in place for arrays (a fresh copy each)
         results: list = []
         for _, run in itertools.groupby(images, key=lambda im: isinstance(im, np.ndarray)):
-            detector.cfg = copy.deepcopy(config)
+            detector.cfg = _with_test_pipeline(config)
             results += inference_detector(detector, list(run))
         return results
     finally:
@@ -46,5 +65,7 @@ def infer(detector: nn.Module, config: Any, images: Any) -> list:
 
 
 def predict(detector: nn.Module, config: Any, images: Any, score_thr: float = 0.3) -> list[dict]:
-    """Per image: ``boxes`` (N, 4, xyxy in input pixels), ``scores``, ``labels``, ``masks`` or None."""
-    return [format_result(r, score_thr) for r in infer(detector, config, images)]
+    """Per image: the detections above ``score_thr`` in the layout the model's config declares
+    (:func:`~lit_mmdet.results.format_result`)."""
+    layout = result_layout(config.get('model'))
+    return [format_result(r, score_thr, layout) for r in infer(detector, config, images)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os.path as osp
 from typing import Any, Mapping, Optional
 
+import mmcv
 import torch
 from mmcv import ConfigDict
 from mmdet.datasets import DATASETS
@@ -17,7 +19,7 @@ from ..errors import ConfigError, unknown_type_error
 from .policies import ModelSpec
 
 
-__all__ = ['backbone_channels', 'classes_from_config', 'fill_neck_in_channels', 'model_spec',
+__all__ = ['backbone_channels', 'class_names', 'classes_from_config', 'fill_neck_in_channels', 'model_spec',
            'without_weight_loading']
 
 _PROBE_SIZE = 256
@@ -106,20 +108,34 @@ def fill_neck_in_channels(model_cfg: Any) -> None:
             f'(or {actual})')
 
 
-def classes_from_config(cfg: Any) -> Optional[tuple[str, ...]]:
-    """Class names of the training set: ``data.train.classes`` or the dataset type's CLASSES."""
+def class_names(value: Any) -> Optional[tuple[str, ...]]:
+    """Class names as mmdet 2.x datasets give them: a sequence as it is; a string as one class name, or the
+    lines of the file it names (mmdet's class-file form, ``CustomDataset.get_classes``); nothing: None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(mmcv.list_from_file(value)) if osp.isfile(value) else (value,)
+    return tuple(str(c) for c in value) or None
 
-    data = cfg.get('data', {})
-    train = data.get('train')
-    while train is not None and 'dataset' in train:  # RepeatDataset & co.
-        train = train['dataset']
-    if train is None:
+
+def classes_from_config(cfg: Any) -> Optional[tuple[str, ...]]:
+    """Class names of the training set as far as the config says (``data.train.classes`` or the dataset
+    type's CLASSES, through ``dataset`` / ``datasets`` wrappers); the built dataset's are set on the
+    model when training starts (mmdet's ``tools/train.py``: ``model.CLASSES = datasets[0].CLASSES``)."""
+    train = (cfg.get('data') or {}).get('train')
+    while isinstance(train, Mapping) and train.get('classes') is None:
+        inner = train.get('dataset') or (train.get('datasets') or [None])[0]
+        if inner is None:
+            break
+        train = inner
+    if isinstance(train, (list, tuple)):  # data.train as a list: mmdet concatenates
+        train = train[0] if train else None
+    if not isinstance(train, Mapping):
         return None
     if train.get('classes') is not None:
-        classes = train['classes']
-        return (classes,) if isinstance(classes, str) else tuple(classes)
+        return class_names(train['classes'])
     dataset_cls = DATASETS.get(train.get('type', ''))
-    return tuple(dataset_cls.CLASSES) if dataset_cls is not None and dataset_cls.CLASSES else None
+    return class_names(getattr(dataset_cls, 'CLASSES', None)) if dataset_cls is not None else None
 
 
 def model_spec(cfg: Any) -> ModelSpec:

@@ -23,7 +23,8 @@ from mmcv.runner import HOOKS, DistSamplerSeedHook, Hook, get_priority
 from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
-from .callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, SkippedImagesLog
+from ..results import result_layout
+from .callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, ModelClasses, SkippedImagesLog
 from .checkpoints import CheckpointWriter, PendingState, last_checkpoint_note
 from .faults import RankFailures
 from .hook_driver import HookDriver
@@ -164,9 +165,9 @@ def run_callbacks(plan: Any, record: RunRecord, pending: PendingState, trainer: 
         timestamp: The name of mmcv's log files (default: now).
     """
     wandb = plan.log.wandb
-    callbacks: list[pl.Callback] = [EvalImages(record.evaluation, wandb.num_eval_images if wandb else 8,
-                                               wandb.bbox_score_thr if wandb else 0.3,
-                                               out_dir=osp.join(plan.work_dir, 'plots', 'predictions'))]
+    callbacks: list[pl.Callback] = [ModelClasses(), EvalImages(
+        record.evaluation, wandb.num_eval_images if wandb else 8, wandb.bbox_score_thr if wandb else 0.3,
+        out_dir=osp.join(plan.work_dir, 'plots', 'predictions'), layout=result_layout(plan.model.cfg))]
     if trainer.state.fn != 'fit':
         return callbacks
     timestamp = timestamp or time.strftime('%Y%m%d_%H%M%S', time.localtime())

@@ -12,14 +12,33 @@ from typing_extensions import override
 from .._compat import gate_validation
 from ..adapters.lightning import writes_logs
 from ..data.bad_images import skipped_images
+from ..data.classes import dataset_classes
+from ..errors import debugging
+from ..results import ResultLayout, unknown_layout
 from ..evaluation import broadcast_bn_buffers
 from ..visualization import eval_samples, save_png
 from .record import EvalRecord
 
 
-__all__ = ['BatchNormBroadcast', 'EvalImages', 'EvalSchedule', 'SkippedImagesLog']
+__all__ = ['BatchNormBroadcast', 'EvalImages', 'EvalSchedule', 'ModelClasses', 'SkippedImagesLog']
 
 log = logging.getLogger(__name__)
+
+
+class ModelClasses(pl.Callback):
+    """``model.CLASSES`` from the built dataset, as mmdet's ``tools/train.py`` (``datasets[0].CLASSES``,
+    through wrappers): the training set's for a fit; for validate / test / predict the dataset's only when
+    the model has none (a checkpoint's come first, as in mmdet's ``tools/test.py``)."""
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        model = getattr(pl_module, 'model', None)
+        if model is None or (stage != 'fit' and getattr(model, 'CLASSES', None)):
+            return
+        split = {'fit': 'train', 'validate': 'val'}.get(stage, stage)
+        classes = dataset_classes(getattr(trainer.datamodule, f'{split}_dataset', None))
+        if classes:
+            model.CLASSES = classes
 
 
 class EvalImages(pl.Callback):
@@ -39,11 +58,13 @@ class EvalImages(pl.Callback):
     """
 
     def __init__(self, evaluation: EvalRecord, num_images: int, score_thr: float = 0.3,
-                 out_dir: Optional[str] = None) -> None:
+                 out_dir: Optional[str] = None, layout: ResultLayout = ResultLayout()) -> None:
         self.evaluation = evaluation
         self.num_images = num_images
         self.score_thr = score_thr
         self.out_dir = out_dir
+        self.layout = layout
+        self._warned = False
 
     def _samples(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Optional[tuple[list, list]]:
         results = self.evaluation.results
@@ -54,10 +75,25 @@ class EvalImages(pl.Callback):
         if dataset is None or len(results) != len(dataset):
             return None
         indices = range(min(self.num_images, len(dataset)))
-        return eval_samples(dataset, results, indices, self.score_thr), list(dataset.CLASSES)
+        classes = getattr(pl_module.model, 'CLASSES', None) or dataset_classes(dataset) or ()
+        return eval_samples(dataset, results, indices, self.score_thr, self.layout), list(classes)
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        try:  # a picture must never end a run
+            self._log_tables(trainer, pl_module)
+        except Exception as exc:  # noqa: BLE001 - whatever a codebase's dataset or results do
+            _picture_failed('the W&B validation table', exc)
+
+    def _undrawable(self, samples: list) -> bool:
+        """True (one warning line per run) when the model's results have a layout pictures cannot show."""
+        note = next((unknown_layout(s.prediction) for s in samples if unknown_layout(s.prediction)), None)
+        if note is not None and not self._warned:
+            log.warning('validation pictures and W&B tables skipped: %s', note)
+            self._warned = True
+        return note is not None
+
+    def _log_tables(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not wandb_loggers:
             return
@@ -66,6 +102,8 @@ class EvalImages(pl.Callback):
             return
         from ..visualization import wandb_images
         samples, classes = found
+        if self._undrawable(samples):
+            return
         rows = []
         for sample in samples:
             prediction, truth = wandb_images(sample, classes)
@@ -76,7 +114,10 @@ class EvalImages(pl.Callback):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save_pngs(trainer, pl_module)
+        try:
+            self._save_pngs(trainer, pl_module)
+        except Exception as exc:  # noqa: BLE001 - a picture must never end a run
+            _picture_failed('the validation pictures', exc)
 
     def _save_pngs(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.out_dir is None or (trainer is not None and trainer.fast_dev_run):  # a smoke test: no results
@@ -85,11 +126,20 @@ class EvalImages(pl.Callback):
         if found is None:
             return
         samples, classes = found
+        if self._undrawable(samples):
+            return
         for sample in samples:
             try:  # a picture must never end a training run
                 save_png(sample, classes, self.out_dir, self.score_thr)
-            except Exception as exc:  # noqa: BLE001 - matplotlib/freetype drawing errors
-                log.warning('could not draw %s: %s: %s', sample.file_name, type(exc).__name__, exc)
+            except Exception as exc:  # noqa: BLE001 - drawing errors
+                _picture_failed(f'the picture of {sample.file_name}', exc)
+
+
+def _picture_failed(what: str, exc: BaseException) -> None:
+    """One warning line (the traceback with ``--debug``); training, evaluation and checkpoints go on."""
+    text = str(exc).strip().splitlines()
+    log.warning('could not draw %s (%s: %s); training goes on', what, type(exc).__name__, text[0] if text else '',
+                exc_info=debugging())
 
 
 class EvalSchedule(pl.Callback):

@@ -22,10 +22,8 @@ driver replays the epoch's set-up before the next iteration, keeping what the ch
 """
 from __future__ import annotations
 
-import random
 from typing import Any, Callable, Optional, Sequence, Union
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from mmcv.runner import Hook, get_priority
@@ -34,6 +32,7 @@ from typing_extensions import override
 
 from .._compat import observe_validation
 from ..errors import ConfigError
+from ..rng import kept_random_state
 from .checkpoints import PendingState
 from .record import RunRecord
 from .runner import RunnerView, iteration_based
@@ -186,12 +185,9 @@ class HookDriver(pl.Callback):
     def _replay_epoch_set_up(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A resume inside an epoch: the epoch's set-up, with the checkpoint's state kept."""
         state = _model_state(pl_module.model)
-        rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
-        self._set_up_epoch(trainer, pl_module)
+        with kept_random_state():
+            self._set_up_epoch(trainer, pl_module)
         pl_module.model.load_state_dict(state)
-        torch.set_rng_state(rng[0])
-        np.random.set_state(rng[1])
-        random.setstate(rng[2])
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,

@@ -6,6 +6,7 @@ second Ctrl-C aborts at once (``KeyboardInterrupt``).
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -17,7 +18,29 @@ from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from typing_extensions import override
 
-__all__ = ['StopOnSignal']
+__all__ = ['StopOnSignal', 'default_signals_in_forked_child']
+
+_PYTHON_DEFAULTS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+
+
+def _is_run_handler(handler: Any) -> bool:
+    """A handler that only flags the Trainer's run: this module's or Lightning's (its SignalConnector)."""
+    owner = getattr(handler, '__self__', handler)
+    return isinstance(owner, StopOnSignal) or type(owner).__module__.startswith('pytorch_lightning.')
+
+
+def default_signals_in_forked_child() -> None:
+    """In a process forked during a run (a codebase's evaluation pool: mmdet's ``eval_map``,
+    mmrotate's ``eval_rbbox_map``, with ``nproc`` workers): Python's default SIGTERM / SIGINT handling
+    instead of the run's flag-setting handlers, so ``Pool.terminate()`` stops its workers as under
+    mmcv's runner (with the run's handlers they live on and the pool's join waits forever).
+    DataLoader workers set their own handling after this (:mod:`lit_mmdet.data.samplers`)."""
+    for signum, default in _PYTHON_DEFAULTS.items():
+        if _is_run_handler(signal.getsignal(signum)):
+            signal.signal(signum, default)
+
+
+os.register_at_fork(after_in_child=default_signals_in_forked_child)
 
 
 class StopOnSignal(Checkpoint):

@@ -9,11 +9,9 @@ plain ``pl.Trainer`` gets it too.
 from __future__ import annotations
 
 import logging
-import random
 import sys
 from typing import Any, Optional
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from mmdet.utils import setup_multi_processes
@@ -22,6 +20,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from ..errors import ConfigError
 from ..plan import DevicePolicy, RunPlan
 from ..plan.policies import PRECISIONS
+from ..rng import kept_random_state
 from .checkpoints import AtomicCheckpointIO
 from .loggers import build_loggers
 from .optimizer_hooks import fp16_precision
@@ -42,11 +41,8 @@ def _ddp_strategy() -> type:
 
         def setup_distributed(self) -> None:
 
-            states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-            super().setup_distributed()
-            random.setstate(states[0])
-            np.random.set_state(states[1])
-            torch.set_rng_state(states[2])
+            with kept_random_state():
+                super().setup_distributed()
     return MMDetDDPStrategy
 
 

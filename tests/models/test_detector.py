@@ -87,7 +87,8 @@ def test_validation_equals_single_gpu_test_and_dataset_evaluate(tiny_cfg, tmp_pa
     expected = loader.dataset.evaluate(expected_results, metric=['bbox', 'segm'])
     for key in ('bbox_mAP', 'segm_mAP', 'segm_mAP_50'):
         assert metrics[f'val/{key}'] == pytest.approx(expected[key], abs=1e-6)
-    assert expected['segm_mAP'] > 0 and expected['bbox_mAP_50'] > 0  # metrics, not 0.0 == 0.0
+    # metrics, not 0.0 == 0.0 (SOLO's boxes are all zeros in mmdet 2.x, so its bbox metrics are 0 on both sides)
+    assert expected['segm_mAP'] > 0 and expected['segm_mAP_50'] > 0
 
 
 CONVNEXT = dict(type='mmcls.ConvNeXt', arch='tiny', out_indices=[0, 1, 2, 3], drop_path_rate=0.4,

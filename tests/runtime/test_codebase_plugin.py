@@ -2,13 +2,11 @@
 optimizer constructor, a dataset wrapper, a pipeline transform, a mean-teacher hook and its own
 evaluation hook), loaded only through ``custom_imports``, trains 2 epochs under mmdet's
 ``tools/train.py`` path and under lit_mmdet: every iteration's losses and every metric are equal."""
-import glob
-import json
 
 import pytest
 from mmcv.runner.hooks.logger.text import TextLoggerHook
 
-from tests.helpers import SHAPES_CONFIG, tiny_options, tools_train
+from tests.helpers import SHAPES_CONFIG, mmcv_json_log, tiny_options, tools_train
 
 
 def _config(tmp_path, shapes_dir, weights):
@@ -37,15 +35,8 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
 
 def _log(work):
     """Per-iteration values and per-evaluation metrics from mmcv's JSON log (unrounded)."""
-    (path,) = glob.glob(str(work / '*.log.json'))
-    train, val = [], []
-    for line in open(path):
-        entry = json.loads(line)
-        if entry.get('mode') == 'train' and 'time' in entry:
-            train.append({k: v for k, v in entry.items() if k.startswith('loss') or k == 'teacher_distance'})
-        elif entry.get('mode') == 'val':
-            val.append({k: v for k, v in entry.items() if k.startswith('toy_') and isinstance(v, float)})
-    return train, val
+    return mmcv_json_log(work, lambda k: k.startswith('loss') or k == 'teacher_distance',
+                         lambda k: k.startswith('toy_'))
 
 
 @pytest.mark.slow

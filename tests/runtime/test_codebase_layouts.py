@@ -1,0 +1,178 @@
+"""Codebases whose data and models are not mmdet's usual ones, loaded only through ``custom_imports``
+(``tests/plugins``): a rotated-box detector reading a folder of label files, a text detector with one
+class given as a string, its dataset in a concat wrapper of its own and polygon results, and a plain
+mmdet config training on mmdet's ``ConcatDataset``. Each trains under mmdet's ``tools/train.py`` path and
+under lit_mmdet (pictures and W&B tables on): every iteration's losses and the final metric equal; then
+``test.py`` and ``predict.py`` on the result."""
+import glob
+import json
+import os.path as osp
+
+import cv2
+import pytest
+import torch
+from mmcv.runner.hooks.logger.text import TextLoggerHook
+
+from lit_mmdet.plan import WandbOptions
+from tests.helpers import SHAPES_CONFIG, mmcv_json_log, run_script, tiny_options, tools_train
+
+SKIP = {'mode', 'epoch', 'iter', 'lr', 'time', 'data_time', 'memory', 'grad_norm'}
+IMG_NORM = "dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)"
+TEST_PIPELINE = f'''[dict(type='LoadImageFromFile'), dict(type='MultiScaleFlipAug', img_scale=(64, 64), flip=False,
+    transforms=[dict(type='Resize', keep_ratio=True), dict(type='RandomFlip'), dict(type='Normalize', **{IMG_NORM}),
+                dict(type='Pad', size_divisor=32), dict(type='ImageToTensor', keys=['img']),
+                dict(type='Collect', keys=['img'])])]'''
+
+
+def _logged(work):
+    """(per-iteration losses, per-evaluation metrics) from mmcv's JSON log, unrounded."""
+    return mmcv_json_log(work, lambda k: k.startswith('loss'), lambda k: k not in SKIP)
+
+
+def _train_both(tmp_path, config, options, monkeypatch, iterations, metric):
+    """mmdet's tools/train.py path, then lit_mmdet with W&B (offline) on: equal losses and metric."""
+    from lit_mmdet import RunSettings, train
+    monkeypatch.setattr(TextLoggerHook, '_round_float', lambda self, items: items)  # full floats, both sides
+    monkeypatch.setenv('WANDB_MODE', 'offline')
+    monkeypatch.setenv('WANDB_DIR', str(tmp_path))
+    tools_train(config, str(tmp_path / 'mmdet'), seed=0, cfg_options=options)
+    result = train(config, options, RunSettings(work_dir=str(tmp_path / 'lit'), accelerator='cpu', seed=0,
+                                                wandb=WandbOptions(enabled=True, project='layouts')),
+                   enable_progress_bar=False, enable_model_summary=False)
+    theirs, ours = _logged(tmp_path / 'mmdet'), _logged(tmp_path / 'lit')
+    assert len(theirs[0]) == len(ours[0]) == iterations and len(theirs[1]) == len(ours[1]) >= 1
+    worst = 0.0
+    for step, (a, b) in enumerate(zip(ours[0], theirs[0])):
+        assert a.keys() == b.keys() and a, step
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (step, key)
+            worst = max(worst, abs(a[key] - b[key]) / max(abs(b[key]), 1e-12))
+    assert ours[1][-1] == pytest.approx(theirs[1][-1], abs=1e-6) and ours[1][-1][metric] > 0  # real metrics
+    print(f'{config}: {iterations} iterations, max relative loss difference {worst:.2e}, '
+          f'{metric} {theirs[1][-1][metric]:.4f} (mmdet) / {ours[1][-1][metric]:.4f} (lit_mmdet)')
+    pictures = sorted(glob.glob(str(tmp_path / 'lit' / 'plots' / 'predictions' / '*.png')))
+    tables = glob.glob(str(tmp_path / '**' / 'val' / 'predictions*.table.json'), recursive=True)
+    assert pictures and tables, (pictures, tables)
+    return result, ours[1][-1][metric]
+
+
+def _test_and_predict(tmp_path, result, metric, value, image):
+    """test.py on the checkpoint gives the metric; predict.py draws and writes JSON."""
+    ckpt = result.plan.last_checkpoint
+    out = run_script('test.py', '--checkpoint', ckpt, '--work-dir', str(tmp_path / 'test'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / 'test' / 'test_metrics.json') as f:
+        assert json.load(f)['metrics'][metric] == pytest.approx(value, abs=1e-6)
+    out = run_script('predict.py', '--checkpoint', ckpt, image, '--out-dir', str(tmp_path / 'pred'),
+                     '--score-thr', '0.0')
+    assert out.returncode == 0, out.stderr[-3000:]
+    stem = osp.splitext(osp.basename(image))[0]
+    with open(tmp_path / 'pred' / f'{stem}.json') as f:
+        records = json.load(f)['detections']
+    picture = cv2.imread(str(tmp_path / 'pred' / f'{stem}.png'))
+    assert picture is not None and picture.shape[0] > 512 * 0.9
+    return records
+
+
+@pytest.mark.slow
+def test_rotated_box_codebase_reading_a_folder_of_label_files(tmp_path, shapes_dir, monkeypatch):
+    from tests.plugins.rotated_codebase import write_labels
+    labels = {s: write_labels(osp.join(shapes_dir, 'annotations', f'instances_{s}.json'), str(tmp_path / 'labels' / s))
+              for s in ('train', 'val')}
+    split = {s: f"dict(type='ToyDOTADataset', ann_file='{labels[s]}', img_prefix='{shapes_dir}/{s}/', "
+                f"pipeline={{pipeline}})" for s in ('train', 'val')}
+    config = tmp_path / 'rotated.py'
+    config.write_text(f'''_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.rotated_codebase'], allow_failed_imports=False)
+model = dict(type='ToyRotatedRetinaNet',
+    backbone=dict(_delete_=True, type='TIMMBackbone', model_name='resnet18', pretrained=False, out_indices=(2, 3, 4)),
+    neck=dict(in_channels='auto', out_channels=64, start_level=0, num_outs=5),
+    bbox_head=dict(type='ToyRotatedRetinaHead', angle_version='le90', num_classes=3, in_channels=64,
+                   feat_channels=64, stacked_convs=2),
+    test_cfg=dict(score_thr=0.0, nms_pre=100, max_per_img=30))
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='ToyRBoxToHBox'), dict(type='Resize', img_scale=(64, 64), keep_ratio=True),
+    dict(type='RandomFlip', flip_ratio=0.5), dict(type='Normalize', **{IMG_NORM}), dict(type='Pad', size_divisor=32),
+    dict(type='DefaultFormatBundle'), dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'])]
+test_pipeline = {TEST_PIPELINE}
+data = dict(samples_per_gpu=2, workers_per_gpu=0,
+    train=dict(_delete_=True, **{split['train'].format(pipeline='train_pipeline')}),
+    val=dict(_delete_=True, **{split['val'].format(pipeline='test_pipeline')}),
+    test=dict(_delete_=True, **{split['val'].format(pipeline='test_pipeline')}))
+optimizer = dict(_delete_=True, type='AdamW', lr=1e-3, weight_decay=0.05)
+optimizer_config = dict(_delete_=True, grad_clip=dict(max_norm=35, norm_type=2))
+lr_config = dict(_delete_=True, policy='fixed')
+runner = dict(type='EpochBasedRunner', max_epochs=2)
+evaluation = dict(interval=1, metric='mAP', iou_thr=0.1)
+checkpoint_config = dict(interval=1)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+custom_hooks = [dict(type='NumClassCheckHook')]
+''')
+    assert osp.isdir(labels['train'])  # ann_file is a folder, as DOTA-style codebases give it
+    result, value = _train_both(tmp_path, str(config), None, monkeypatch, 8, 'mAP')
+    assert result.module.model.CLASSES == ('circle', 'square', 'triangle')
+    records = _test_and_predict(tmp_path, result, 'mAP', value, osp.join(shapes_dir, 'val', '000000.png'))
+    assert records and all(len(r['rbox']) == 5 and r['rbox'][4] == pytest.approx(0.3) for r in records)
+
+
+@pytest.mark.slow
+def test_text_codebase_one_string_class_own_concat_wrapper_polygon_results(tmp_path, shapes_dir, monkeypatch,
+                                                                          trained_weights):
+    from tests.plugins.text_codebase import write_text_coco
+    anns = {s: write_text_coco(osp.join(shapes_dir, 'annotations', f'instances_{s}.json'), str(tmp_path / f'{s}.json'))
+            for s in ('train', 'val')}
+    options = tiny_options(shapes_dir)
+
+    def split(s, pipeline):
+        return (f"dict(_delete_=True, type='ToyTextConcat', datasets=[dict(type='ToyTextDataset', "
+                f"ann_file='{anns[s]}', img_prefix='{shapes_dir}/{s}/', pipeline={pipeline})])")
+    config = tmp_path / 'text.py'
+    config.write_text(f'''_base_ = '{SHAPES_CONFIG}'
+custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.text_codebase'], allow_failed_imports=False)
+load_from = '{trained_weights}'
+# filter_thr=0: mmdet 2.x's SOLO head fails on an image whose every mask matrix NMS filters out
+model = dict(type='ToyTextDetector', mask_head=dict(num_classes=1), test_cfg=dict(filter_thr=0.0))
+train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', img_scale=(64, 64), keep_ratio=True), dict(type='RandomFlip', flip_ratio=0.5),
+    dict(type='Normalize', **{IMG_NORM}), dict(type='Pad', size_divisor=32), dict(type='DefaultFormatBundle'),
+    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels', 'gt_masks'])]
+test_pipeline = {TEST_PIPELINE}
+data = dict(samples_per_gpu=2, workers_per_gpu=0, persistent_workers=False, train={split('train', 'train_pipeline')},
+            val={split('val', 'test_pipeline')}, test={split('val', 'test_pipeline')})
+runner = dict(type='EpochBasedRunner', max_epochs=2)
+evaluation = dict(interval=1, metric='hmean', iou_thr=0.5)
+checkpoint_config = dict(interval=1)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+custom_hooks = []
+''')
+    options = {k: v for k, v in options.items() if not k.startswith('data.')}
+    result, value = _train_both(tmp_path, str(config), options, monkeypatch, 8, 'hmean')
+    assert result.module.model.CLASSES == ('text',)  # one class named 'text', not ('t', 'e', 'x', 't')
+    records = _test_and_predict(tmp_path, result, 'hmean', value, osp.join(shapes_dir, 'val', '000001.png'))
+    assert records and all(r['category'] == 'text' and len(r['polygon']) >= 6 for r in records)
+    out = run_script('export.py', result.plan.last_checkpoint, str(tmp_path / 'text.pth'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert torch.load(tmp_path / 'text.pth', weights_only=False)['meta']['CLASSES'] == ('text',)
+
+
+@pytest.mark.slow
+def test_plain_config_training_on_mmdets_concat_dataset(tmp_path, shapes_dir, monkeypatch, trained_weights):
+    options = tiny_options(shapes_dir)
+    train_splits = [dict(ann_file=options['data.train.ann_file'], img_prefix=options['data.train.img_prefix']),
+                    dict(ann_file=options['data.val.ann_file'], img_prefix=options['data.val.img_prefix'])]
+    config = tmp_path / 'concat.py'
+    config.write_text(f'''_base_ = '{SHAPES_CONFIG}'
+load_from = '{trained_weights}'
+data = dict(samples_per_gpu=2, workers_per_gpu=0, persistent_workers=False, train=dict(_delete_=True, type='ConcatDataset', datasets=[
+    dict(type='CocoDataset', classes={{{{_base_.classes}}}}, pipeline={{{{_base_.train_pipeline}}}}, **{train_splits[0]}),
+    dict(type='CocoDataset', classes={{{{_base_.classes}}}}, pipeline={{{{_base_.train_pipeline}}}}, **{train_splits[1]})]))
+runner = dict(type='EpochBasedRunner', max_epochs=1)
+evaluation = dict(interval=1, metric=['segm'])
+checkpoint_config = dict(interval=1)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+''')
+    options = {k: v for k, v in options.items() if not k.startswith('data.train.') and k not in (
+        'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent_workers')}
+    result, value = _train_both(tmp_path, str(config), options, monkeypatch, 6, 'segm_mAP')
+    assert result.module.model.CLASSES == ('circle', 'square', 'triangle')
+    _test_and_predict(tmp_path, result, 'segm_mAP', value, osp.join(shapes_dir, 'val', '000000.png'))
