@@ -2,8 +2,9 @@
 ``custom_imports``:
 
 * ``ToyDOTADataset``: ``ann_file`` is a folder of per-image label files (a ``size: W H`` line, then one
-  ``cx cy w h angle class`` line per object, the angle in radians), ground-truth boxes with an angle
-  column, and an evaluation of its own (mAP of the enclosing boxes, mmdet's ``eval_map``);
+  ``cx cy w h angle class`` line per object, the angle in radians) and a ``classes.txt``: its classes
+  are known only once it is built (no class attribute), ground-truth boxes with an angle column, and an
+  evaluation of its own (mAP of the enclosing boxes, mmdet's ``eval_map``);
 * ``ToyRBoxToHBox``: the training pipeline's 5-column boxes as the enclosing boxes, for the axis-aligned
   head it builds on;
 * ``ToyRotatedRetinaHead``: mmdet's ``RetinaHead`` taking ``angle_version`` (mmrotate's convention) and
@@ -22,7 +23,6 @@ from mmdet.datasets import DATASETS, CustomDataset
 from mmdet.datasets.builder import PIPELINES
 from mmdet.models import DETECTORS, HEADS, RetinaHead, RetinaNet
 
-CLASSES = ('circle', 'square', 'triangle')
 
 
 def write_labels(coco_json: str, out_dir: str) -> str:
@@ -40,6 +40,8 @@ def write_labels(coco_json: str, out_dir: str) -> str:
     for im in coco['images']:
         with open(osp.join(out_dir, osp.splitext(im['file_name'])[0] + '.txt'), 'w') as f:
             f.write('\n'.join(lines[im['id']]) + '\n')
+    with open(osp.join(out_dir, 'classes.txt'), 'w') as f:
+        f.write('\n'.join(c['name'] for c in coco['categories']) + '\n')
     return out_dir
 
 
@@ -63,11 +65,13 @@ def enclosing(boxes: np.ndarray) -> np.ndarray:
 
 @DATASETS.register_module()
 class ToyDOTADataset(CustomDataset):
-    CLASSES = CLASSES
+    CLASSES = None  # read from the data
 
     def load_annotations(self, ann_file):
+        with open(osp.join(ann_file, 'classes.txt')) as f:
+            self.CLASSES = tuple(line.strip() for line in f if line.strip())
         infos = []
-        for name in sorted(f for f in os.listdir(ann_file) if f.endswith('.txt')):
+        for name in sorted(f for f in os.listdir(ann_file) if f.endswith('.txt') and f != 'classes.txt'):
             with open(osp.join(ann_file, name)) as f:
                 header, *rows = [line.split() for line in f if line.strip()]
             boxes = np.array([[float(v) for v in row[:5]] for row in rows], np.float32).reshape(-1, 5)
