@@ -6,7 +6,7 @@
 Reads ``benchmarks/results/``: ``process_speed.json`` (whole processes: steady s/iter and start-up,
 ``process_speed.py``), ``validation_<config>.json`` (``train_speed.py --out``), ``coco_eval.json``
 (``coco_eval.py``), ``gpu_check.json`` (``gpu_check.py``) and ``switches_cpu.json``
-(``train_speed.py --switches --out``). Each row names its file, date and machine. Writes:
+(``train_speed.py --switches --out``), ``resume_cost.json`` (``resume_cost.py``). Each row names its file, date and machine. Writes:
 
 * ``README.md``: the benchmark table, between two marker lines (the rest of README is hand-written);
 * ``docs/results/benchmarks.md``: the benchmark table and the speed switches' table (the whole page);
@@ -24,9 +24,9 @@ from typing import Optional
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 RESULTS = osp.join(ROOT, 'benchmarks', 'results')
-TABLES = ('benchmark table', 'switch table')
+TABLES = ('benchmark table', 'switch table', 'resume table')
 #: Files that hold tables between marker lines: path (relative to the repository) -> table names.
-MARKED = {'README.md': ('benchmark table',)}
+MARKED = {'README.md': ('benchmark table', 'resume table')}
 RESULTS_DOCS = osp.join('docs', 'results')
 
 
@@ -127,8 +127,21 @@ def _median_lit(result: Optional[dict]) -> Optional[float]:
     return statistics.median(run['s_per_iter'] for run in result['runs']['lit'])
 
 
+def resume_rows() -> list[str]:
+    """Per model: what one ``--resume-every`` resume point costs (``resume_cost.json``)."""
+    cost = _load('resume_cost.json')
+    if not cost:
+        return []
+    source = f"`resume_cost.json`, {cost['date']}, {cost['machine']}"
+    return [f"| {name} | {row['seconds_median']:.2f} s (max {row['seconds_max']:.2f} s, {row['saves']} saves) | "
+            f"{row['mb']:.1f} MB | {source} |" for name, row in cost['models'].items()]
+
+
 def table(name: str) -> list[str]:
     """The lines of one table (``TABLES``), without its marker lines."""
+    if name == 'resume table':
+        return ['| model | one resume point (`last.ckpt`, whole state) | size | measured (file, date, machine) |',
+                '|---|---|---|---|', *resume_rows()]
     if name == 'switch table':
         gpu, cpu = _load('gpu_check.json'), _load('switches_cpu.json')
         gpu_at = f"{gpu['environment'].get('gpu')}, SOLO 800 px, resnet50, {gpu['date'][:10]}" if gpu else 'GPU'
@@ -159,7 +172,10 @@ def benchmarks_markdown() -> str:
         'or smaller.', '', *table('benchmark table'), '',
         '## Speed switches', '',
         "lit_mmdet's s/iter with each switch over lit_mmdet's without it (what each switch does: "
-        '[operations](../guide/operations.md#speed)).', '', *table('switch table'), ''])
+        '[operations](../guide/operations.md#speed)).', '', *table('switch table'), '',
+        '## Resume points', '',
+        'What one `--resume-every` save costs a run (`benchmarks/resume_cost.py`: the `resume point: ...` lines '
+        "of a real run's log; the first save of each run left out).", '', *table('resume table'), ''])
 
 
 def readme_table(text: str, name: str) -> Optional[str]:

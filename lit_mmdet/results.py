@@ -133,6 +133,16 @@ def _polygons(result: Mapping[str, Any], score_thr: float) -> dict:
                 masks=None, polygons=polygons, extra=extra)
 
 
+def _rows(array: Any, width: int, layout: ResultLayout) -> np.ndarray:
+    """One class's (N, width) detections; another width is the config's layout not matching the model."""
+    array = np.asarray(array, np.float32)
+    if array.ndim == 2 and len(array) and array.shape[1] != width:
+        raise ConfigError(f"the model's results have {array.shape[1]} columns per detection, the '{layout.box}' "
+                          f"layout {width}: set model.test_cfg.box_layout ('xyxy': x1, y1, x2, y2, score; "
+                          "'xywha': cx, cy, w, h, angle, score)")
+    return array.reshape(-1, width)
+
+
 def format_result(result: Any, score_thr: float = 0.0, layout: ResultLayout = ResultLayout()) -> dict:
     """One mmdet result -> ``boxes`` (N, 4 xyxy, or N, 5 cx-cy-w-h-angle), ``scores``, ``labels``,
     ``masks`` (N, H, W) or None, ``polygons`` (N arrays of (K, 2) points) or None, ``extra`` (a dict
@@ -151,7 +161,7 @@ def format_result(result: Any, score_thr: float = 0.0, layout: ResultLayout = Re
     if isinstance(segm_result, tuple):  # e.g. mask scoring R-CNN: (masks, mask scores)
         segm_result = segm_result[0]
     width = layout.box_dim + 1
-    arrays = [np.asarray(b, np.float32).reshape(-1, width) for b in bbox_result]
+    arrays = [_rows(b, width, layout) for b in bbox_result]
     if not arrays:
         return _empty(layout)
     rows = np.vstack(arrays)

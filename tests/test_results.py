@@ -86,3 +86,19 @@ def test_drawing_masks_leaves_the_global_random_generators_where_they_were():
     random.seed(3)
     torch.manual_seed(3)
     assert drawn == (np.random.rand(), random.random(), torch.rand(1).item())
+
+
+def test_rotated_corners_are_cv2s_and_a_layout_that_does_not_fit_is_one_line():
+    import cv2
+
+    from lit_mmdet import ConfigError
+    from lit_mmdet.results import ResultLayout, rotated_corners
+    box = [30.0, 20.0, 16.0, 8.0, 0.5]
+    theirs = cv2.boxPoints(((box[0], box[1]), (box[2], box[3]), np.rad2deg(box[4])))
+    ours = rotated_corners(box)
+    assert sorted(map(tuple, np.round(ours, 3))) == sorted(map(tuple, np.round(theirs, 3)))
+    rotated = [np.array([[20, 20, 16, 8, 0.5, 0.9]], np.float32)]
+    with pytest.raises(ConfigError, match=r"6 columns per detection, the 'xyxy' layout 5: set model.test_cfg.box_layout"):
+        format_result(rotated, 0.3)
+    assert len(format_result(rotated, 0.3, ResultLayout('xywha'))['boxes']) == 1
+    assert len(format_result([np.zeros((0, 5), np.float32)], 0.3, ResultLayout('xywha'))['boxes']) == 0

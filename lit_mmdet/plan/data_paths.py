@@ -34,8 +34,11 @@ def check_split_paths(split_cfg: Any, where: str) -> None:
         check_split_paths(split_cfg['dataset'], f'{where}.dataset')
     if split_cfg.get('datasets') is not None:
         check_split_paths(split_cfg['datasets'], f'{where}.datasets')
+    root = split_cfg.get('data_root')
     for key in PATH_KEYS:
         for path in _paths(split_cfg.get(key)):
+            if root and not osp.isabs(path):  # as mmdet's CustomDataset joins it
+                path = osp.join(root, path)
             if not osp.exists(path):
                 what = 'is not a folder (not found)' if key.endswith('prefix') else 'not found (no file or folder)'
                 fix = ' or generate the data (python -m lit_mmdet.datasets.shapes)' if key == 'ann_file' else ''

@@ -35,7 +35,7 @@ class ModelClasses(pl.Callback):
         model = getattr(pl_module, 'model', None)
         if model is None or (stage != 'fit' and getattr(model, 'CLASSES', None)):
             return
-        split = {'fit': 'train', 'validate': 'val'}.get(stage, stage)
+        split = {'fit': 'train', 'validate': 'val', 'predict': 'test'}.get(stage, stage)
         classes = dataset_classes(getattr(trainer.datamodule, f'{split}_dataset', None))
         if classes:
             model.CLASSES = classes

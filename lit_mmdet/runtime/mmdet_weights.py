@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from mmcv.runner import CheckpointLoader
 
+from ..plan.model import class_names
 from .checkpoints import read_checkpoint
 
 __all__ = ['LoadReport', 'load_mmdet_weights', 'read_mmdet_checkpoint']
@@ -59,7 +60,7 @@ def load_mmdet_weights(detector: torch.nn.Module, path: str, trust: bool = False
     result = detector.load_state_dict(state, strict=False)
     report.missing, report.unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if set_classes and meta.get('CLASSES'):
-        detector.CLASSES = tuple(meta['CLASSES'])
+        detector.CLASSES = class_names(meta['CLASSES'])  # a string is one class
     if report.missing or report.unexpected or report.mismatched:
         log.warning('loaded %s with %s', path, report)
     return report

@@ -42,6 +42,9 @@ def test_annotation_paths_may_be_files_folders_or_lists(tmp_path):
     check_split_paths(dict(ann_file=[str(tmp_path / 'a.json'), str(tmp_path / 'labels')],
                            proposal_file=str(tmp_path / 'a.json'), seg_prefix=str(tmp_path)), 'data.train')
     check_split_paths(dict(type='ConcatDataset', datasets=[dict(ann_file=str(tmp_path / 'a.json'))]), 'data.train')
+    check_split_paths(dict(data_root=str(tmp_path), ann_file='a.json', img_prefix=['labels', '']), 'data.train')
+    with pytest.raises(ConfigError, match=r"data.train.img_prefix '.*nope' is not a folder"):
+        check_split_paths(dict(data_root=str(tmp_path), ann_file='a.json', img_prefix=['labels', 'nope']), 'data.train')
     with pytest.raises(ConfigError, match=r"data.train.datasets.1.ann_file '.*nope' not found"):
         check_split_paths(dict(datasets=[dict(ann_file=str(tmp_path / 'a.json')),
                                          dict(ann_file=str(tmp_path / 'nope'))]), 'data.train')
@@ -111,3 +114,14 @@ def test_a_result_layout_pictures_cannot_show_is_one_warning_and_kept_for_json(c
     assert [r.getMessage() for r in caplog.records] == [
         'validation pictures and W&B tables skipped: ' + unknown_layout(detections)]
     assert not (tmp_path / 'pictures').exists()
+
+
+def test_classes_of_an_mmdet_checkpoint_are_read_as_mmdet_gives_them(tmp_path):
+    """mmdet's tools/train.py saves ``meta['CLASSES'] = datasets[0].CLASSES`` as it is: 'text' is one class."""
+    import torch
+
+    from lit_mmdet.runtime.mmdet_weights import load_mmdet_weights
+    model = torch.nn.Linear(2, 2)
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(CLASSES='text')), tmp_path / 'text.pth')
+    load_mmdet_weights(model, str(tmp_path / 'text.pth'), set_classes=True)
+    assert model.CLASSES == ('text',)
