@@ -107,7 +107,7 @@ class RankFailures(pl.Callback):
         if isinstance(exception, SIGTERMException):  # a stop every rank agreed on (SIGTERM, Ctrl-C): no failure
             self._stop.set()
             return
-        self.error = self._error_for(exception, trainer.global_rank)
+        self.error = self._error_for(exception, trainer.global_rank if trainer is not None else self._rank)
         if self.run is None or self._failed:
             return
         self._failed = True

@@ -232,18 +232,22 @@ def test_a_drawing_error_is_a_warning_not_a_failed_run(monkeypatch, caplog, tmp_
     """matplotlib/freetype can fail on odd boxes (YOLOX in tools/zoo_check.py did): warn, go on."""
     from types import SimpleNamespace
 
-    from lit_mmdet import visualization
+    from lit_mmdet.runtime import callbacks
     from lit_mmdet.runtime.callbacks import EvalImages
 
     def broken(*args, **kwargs):
         raise RuntimeError('FT_Render_Glyph failed with error 0x62: raster overflow')
-    monkeypatch.setattr(visualization, 'save_png', broken)
+    monkeypatch.setattr(callbacks, 'save_png', broken)
     from lit_mmdet.runtime.record import EvalRecord
     images = EvalImages(EvalRecord(), 2, out_dir=str(tmp_path))
-    monkeypatch.setattr(images, '_samples', lambda trainer, module: ([SimpleNamespace(file_name='a.png')], ['c']))
+    from lit_mmdet.results import format_result
+    sample = SimpleNamespace(file_name='a.png', prediction=format_result([np.zeros((0, 5), np.float32)]))
+    monkeypatch.setattr(images, '_samples', lambda trainer, module: ([sample], ['c']))
     with caplog.at_level(logging.WARNING):
         images.on_train_end(None, None)
-    assert 'could not draw a.png: RuntimeError: FT_Render_Glyph' in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        'could not draw the picture of a.png (RuntimeError: FT_Render_Glyph failed with error 0x62: raster overflow); '
+        'training goes on']
 
 
 @pytest.mark.slow
