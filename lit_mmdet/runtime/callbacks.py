@@ -87,7 +87,7 @@ class EvalImages(pl.Callback):
 
     def _undrawable(self, samples: list) -> bool:
         """True (one warning line per run) when the model's results have a layout pictures cannot show."""
-        note = next((unknown_layout(s.prediction) for s in samples if unknown_layout(s.prediction)), None)
+        note = next(filter(None, (unknown_layout(s.prediction) for s in samples)), None)
         if note is not None and not self._warned:
             log.warning('validation pictures and W&B tables skipped: %s', note)
             self._warned = True
