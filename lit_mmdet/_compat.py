@@ -63,6 +63,8 @@ warnings.filterwarnings('ignore', message=r'torch\.meshgrid: in an upcoming rele
 warnings.filterwarnings('ignore', message=r'`isinstance\(treespec, LeafSpec\)` is deprecated')  # Lightning's own
 # LitDetector unwraps mmcv's DataContainers for any datamodule (MMDetDataModule included) on purpose
 warnings.filterwarnings('ignore', message=r'You have overridden `transfer_batch_to_device` in `LightningModule` but')
+# predict.py's batches are fixed blocks of the input order (lit_mmdet.prediction.runner), all returned
+warnings.filterwarnings('ignore', message=r'You are using a custom batch sampler `_Blocks` for prediction')
 warnings.filterwarnings('ignore', message=r'The key "bbox" is deleted for more accurate mask AP')  # mmdet's COCO eval
 warnings.filterwarnings('ignore', message=r"__array__ implementation doesn't accept a copy keyword")  # pycocotools
 logging.getLogger('torch.utils.cpp_extension').setLevel(logging.ERROR)

@@ -1,60 +1,62 @@
-"""``predict.py``: detect on images; write a drawn image and a JSON of detections per input."""
+"""``predict.py``: a detector over many images (files, folders, a list, a COCO set) on every device,
+batched and resumable; one COCO results file, pseudo-labels on request, pictures of the first N."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import dataclasses
 import os.path as osp
-import sys
 from typing import Optional, Sequence
 
 from .. import _compat  # noqa: F401
-from .common import add_config_args, run_main
+from .common import add_config_args, add_device_args, run_main
 
 __all__ = ['build_parser', 'main']
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='predict.py', description='Run a detector on images (files or folders).')
+        prog='predict.py', description='Run a detector over images: COCO results files in --out-dir; the same '
+        'command again continues an interrupted run.')
     add_config_args(parser, config_required=False)
-    parser.add_argument('--checkpoint', required=True, help='lit_mmdet .ckpt or mmdet .pth')
-    parser.add_argument('inputs', nargs='+', help='image files or folders')
-    parser.add_argument('--out-dir', required=True, help='where images and JSON files go')
-    parser.add_argument('--score-thr', type=float, default=0.3, help='draw/keep detections above this')
-    parser.add_argument('--device', default='cpu', help='torch device, e.g. cpu or cuda:0')
+    parser.add_argument('--checkpoint', required=True, help='lit_mmdet .ckpt or mmdet .pth (needs --config)')
+    parser.add_argument('inputs', nargs='+', help='image files, folders (recursive), .txt files of paths, '
+                        'COCO .json files (their images)')
+    parser.add_argument('--img-prefix', help="folder of a COCO json's file_name (default: the json's folder)")
+    parser.add_argument('--out-dir', required=True, help='results.bbox.json / results.segm.json, drawn/ and '
+                        'the run state (.predict/) go here')
+    parser.add_argument('--batch-size', type=int, default=4, help='images per forward pass, per process')
+    parser.add_argument('--workers', type=int, default=2, help='DataLoader workers per process')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='pictures and pseudo-labels keep detections above it (results files keep all)')
+    parser.add_argument('--draw', type=int, default=0, metavar='N', help='draw the first N images (drawn/)')
+    parser.add_argument('--pseudo-labels', metavar='FILE',
+                        help='also write a COCO annotation file of the detections above --score-thr')
+    add_device_args(parser)
+    parser.add_argument('--num-nodes', type=int, default=1, help='machines')
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    import mmcv
-
+    from ..data.images import list_images
+    from ..errors import ConfigError
     from ..models.export import load_detector
-    from ..results import coco_records, collect_images, format_result, result_layout, unknown_layout
-    from ..visualization import save_prediction_png
+    from ..prediction import PredictOptions, predict_images
+    from ..runtime.trainer import device_kwargs
 
-    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint).to(args.device)
-    images = collect_images(args.inputs)
-    os.makedirs(args.out_dir, exist_ok=True)
-    classes = model.model.CLASSES
-    layout = result_layout(model.plan.model.cfg)
-    warned = False
-    for path, result in zip(images, model.infer(images)):
-        stem = osp.splitext(osp.basename(path))[0]
-        detections = format_result(result, args.score_thr, layout)
-        note = unknown_layout(detections)
-        if note is None:
-            save_prediction_png(mmcv.imread(path), detections, classes, args.score_thr,
-                                osp.join(args.out_dir, f'{stem}.png'))
-        elif not warned:
-            print(f'warning: {note}', file=sys.stderr)
-            warned = True
-        records = coco_records(detections, classes)
-        with open(osp.join(args.out_dir, f'{stem}.json'), 'w') as f:
-            json.dump(dict(image=path, detections=records, **({'extra': detections['extra']}
-                                                                if detections['extra'] is not None else {})), f)
-        print(f'{path}: {len(records)} detections above {args.score_thr}')
-    print(f'wrote {len(images)} images and JSON files to {args.out_dir}')
+    if args.batch_size < 1 or args.workers < 0:
+        raise ConfigError('--batch-size must be >= 1 and --workers >= 0')
+    images = list_images(args.inputs, args.img_prefix)
+    if not len(images):
+        raise ConfigError(f'no images in {" ".join(args.inputs)}: give image files, folders, a .txt or a COCO .json')
+    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint)
+    devices = device_kwargs(dataclasses.replace(model.plan.devices, gpus=args.gpus, accelerator=args.accelerator,
+                                                devices=args.devices, num_nodes=args.num_nodes))
+    options = PredictOptions(out_dir=args.out_dir, batch_size=args.batch_size, workers=args.workers,
+                             score_thr=args.score_thr, draw=args.draw, pseudo_labels=args.pseudo_labels and
+                             osp.abspath(args.pseudo_labels))
+    summary = predict_images(model, images, options, **devices)
+    if summary is not None:
+        print(summary.line())
     return 0
 
 

@@ -36,9 +36,9 @@ def build_model(spec: ModelSpec, init_weights: bool = True) -> nn.Module:
         raise unknown_type_error(exc, 'model') or exc from None
     if init_weights:
         model.init_weights()
-    note = uninitialised_parameters(model)
-    if note:
-        log.warning(note)
+        note = uninitialised_parameters(model)  # without: a checkpoint's weights replace them all
+        if note:
+            log.warning(note)
     if spec.rfsearch is not None:  # RF-Next's RFSearchHook in custom_hooks: convs wrapped, as tools/train.py
         rfnext_init_model(model, cfg=Config(dict(custom_hooks=[dict(spec.rfsearch)])))
     model.CLASSES = spec.classes

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os.path as osp
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import pytorch_lightning as pl
 import torch
@@ -24,6 +24,7 @@ from torch.nn.utils import clip_grad_norm_
 from typing_extensions import override
 
 from ..config import ConfigLike
+from ..data.images import ImageBatch
 from ..data.parallel import DetectorWrapper
 from ..errors import TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate_on_rank0, gather_results
@@ -31,6 +32,7 @@ from ..plan import RunPlan, resolve_run
 from ..runtime.assembly import (PendingState, RunRecord, accumulation_for, channels_last_batch, last_note,
                                 optimizer_cfg, run_callbacks, speed_up)
 from .builder import build_model
+from ..prediction.stream import Prediction, infer_batch, iter_predictions
 from .inference import infer, predict
 
 
@@ -73,6 +75,14 @@ class LitDetector(pl.LightningModule):
         # mmcv's model wrapper (not a submodule: the detector's weights have one owner)
         self.__dict__['runner_model'] = DetectorWrapper(
             self.model, after_scatter=channels_last_batch if self.plan.speed.channels_last else None)
+
+    @override
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> 'LitDetector':
+        """Lightning's, with the detector built without ``init_weights`` (unless given): the checkpoint
+        replaces every weight, as mmdet's ``init_detector`` (no initialisation, no report of it)."""
+        kwargs.setdefault('init_weights', False)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     @property
     def cfg(self) -> Any:
@@ -195,6 +205,13 @@ class LitDetector(pl.LightningModule):
         (:func:`lit_mmdet.results.format_result`: ``boxes``, ``scores``, ``labels``, ``masks``, ...)."""
         return predict(self.model, self.plan.config_copy(), images, score_thr)
 
+    def predict_batches(self, inputs: Sequence[str], score_thr: float = 0.3, batch_size: int = 8,
+                        workers: int = 2) -> Iterator[Prediction]:
+        """Many images (files, folders, a ``.txt`` of paths, a COCO json): ``predict.py``'s batched path
+        in this process, an iterator of :class:`~lit_mmdet.prediction.stream.Prediction` in input order
+        (100,000 results are never held at once; an unreadable image has ``error`` set)."""
+        return iter_predictions(self, inputs, score_thr, batch_size, workers)
+
     # --------------------------------------------------------------- evaluation
     def _infer(self, batch: dict) -> list:
         return self._wrapped()(return_loss=False, rescale=True, **batch)
@@ -208,7 +225,11 @@ class LitDetector(pl.LightningModule):
         self._eval_results.extend(encode_results(self._infer(batch)))
 
     @override
-    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list:
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> list:
+        """mmdet's results for a test loader's batch, or an :class:`~lit_mmdet.data.images.ImageBatch`
+        (``predict.py``: its images' results, an image the model raises on as a ``BadImage``)."""
+        if isinstance(batch, ImageBatch):
+            return infer_batch(self, batch)
         return self._infer(batch)
 
     @override

@@ -63,16 +63,17 @@ def load_detector(config: Optional[ConfigLike], checkpoint: str,
 
     With a ``.ckpt`` the config stored in it is used unless ``config`` is given
     (e.g. to point at other data); a ``.pth`` needs ``config``. Files load with
-    ``weights_only=True`` unless ``trust``.
+    ``weights_only=True`` unless ``trust``. The detector is built without ``init_weights`` (its
+    weights all come from the file, as mmdet's ``init_detector``): no initialisation, no report of it.
     """
     if checkpoint.endswith('.ckpt'):
         stored = lightning_state(read_checkpoint(checkpoint, trust))
-        module = LitDetector(config or stored['hyper_parameters']['config'], cfg_options)
+        module = LitDetector(config or stored['hyper_parameters']['config'], cfg_options, init_weights=False)
         module.on_load_checkpoint(stored)  # drops EMA copies, as for load_from_checkpoint
         module.load_state_dict(stored['state_dict'])
         return module
     if config is None:
         raise ConfigError(f"'{checkpoint}' is an mmdet checkpoint: pass its --config too")
-    module = LitDetector(config, cfg_options)
+    module = LitDetector(config, cfg_options, init_weights=False)
     load_mmdet_weights(module.model, checkpoint, trust)
     return module

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..results import collect_images, format_result, result_layout
 
 
-__all__ = ['infer', 'predict']
+__all__ = ['infer', 'predict', 'test_pipeline']
 
 
 def _with_test_pipeline(config: Any) -> Any:
@@ -34,6 +34,11 @@ def _with_test_pipeline(config: Any) -> Any:
                           'pipeline; give data.test.pipeline')
     config.data.test = test
     return config
+
+
+def test_pipeline(config: Any) -> list:
+    """The pipeline ``inference_detector`` runs on an image file (``data.test``'s, through wrappers)."""
+    return list(_with_test_pipeline(config).data.test.pipeline)
 
 
 @torch.no_grad()
