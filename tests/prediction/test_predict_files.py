@@ -193,3 +193,22 @@ def test_predict_batches_equals_predict(setup):
     for ours, theirs in zip(got, expected):
         assert torch.allclose(torch.as_tensor(ours.detections['scores']), torch.as_tensor(theirs['scores']), atol=1e-5)
         assert np.array_equal(ours.detections['masks'], theirs['masks'])
+
+
+def test_loading_for_inference_skips_init_weights(setup, monkeypatch):
+    """The checkpoint replaces every weight: no initialisation (nor its report), as mmdet's init_detector;
+    training still initialises as mmdet's tools/train.py."""
+    from mmcv.runner import BaseModule
+
+    from lit_mmdet import LitDetector
+    from lit_mmdet.models.export import load_detector
+    root, ckpt, _, _, _ = setup
+    calls = []
+    original = BaseModule.init_weights
+    monkeypatch.setattr(BaseModule, 'init_weights', lambda self: calls.append(type(self).__name__) or original(self))
+    loaded = LitDetector.load_from_checkpoint(ckpt, map_location='cpu', weights_only=False)
+    load_detector(None, ckpt)
+    load_detector(str(root / 'model.py'), str(root / 'model.pth'))
+    assert calls == []
+    LitDetector(loaded.plan)
+    assert calls  # training builds initialise
