@@ -6,7 +6,7 @@
 Reads ``benchmarks/results/``: ``process_speed.json`` (whole processes: steady s/iter and start-up,
 ``process_speed.py``), ``validation_<config>.json`` (``train_speed.py --out``), ``coco_eval.json``
 (``coco_eval.py``), ``gpu_check.json`` (``gpu_check.py``) and ``switches_cpu.json``
-(``train_speed.py --switches --out``), ``resume_cost.json`` (``resume_cost.py``). Each row names its file, date and machine. Writes:
+(``train_speed.py --switches --out``), ``resume_cost.json`` (``resume_cost.py``), ``predict_speed.json`` (``predict_speed.py``). Each row names its file, date and machine. Writes:
 
 * ``README.md``: the benchmark table, between two marker lines (the rest of README is hand-written);
 * ``docs/results/benchmarks.md``: the benchmark table and the speed switches' table (the whole page);
@@ -80,6 +80,7 @@ def rows() -> list[str]:
         out.append(_row(f"COCO evaluation, {coco['images']} images, bbox + segm", m['seconds'], lit['seconds'], ' s',
                         source, 1))
         out.append(_row('COCO evaluation, peak RSS', m['peak_rss_mb'], lit['peak_rss_mb'], ' MB', source, 0))
+    out += predict_rows()
     gpu = _load('gpu_check.json')
     if gpu:
         env = gpu['environment']
@@ -92,6 +93,23 @@ def rows() -> list[str]:
                 if m.get('peak_gpu_mb') and lit.get('peak_gpu_mb'):
                     out.append(_row(f'GPU peak memory, {name}', m['peak_gpu_mb'], lit['peak_gpu_mb'], ' MB',
                                     source, 0))
+    return out
+
+
+def predict_rows() -> list[str]:
+    """``predict_speed.json``: s/image of each predict.py side against mmdet's inference_detector loop,
+    whole processes, and the peak memory of the process trees."""
+    pred = _load('predict_speed.json')
+    if not pred:
+        return []
+    source = f"`predict_speed.json`, {pred['date']}, {pred['machine']}"
+    sides = dict(pred['sides'])
+    mmdet = sides.pop('mmdet inference_detector loop')
+    out = [_row(f"prediction s/image, {pred['images']} images {pred['size']} px, whole processes ({name})",
+                1 / mmdet['images_per_s'], 1 / side['images_per_s'], ' s', source, 4) for name, side in sides.items()]
+    name, side = next(iter(sides.items()))
+    out.append(_row(f'prediction peak memory, process tree ({name})', mmdet['peak_mb'], side['peak_mb'], ' MB',
+                    source, 0))
     return out
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import os.path as osp
 import re
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Iterator, Optional
 
 from ..errors import ConfigError
 
@@ -27,11 +27,10 @@ _PART = re.compile(r'part-(\d+)-rank(\d+)\.jsonl$')
 
 
 def _lines(path: str) -> Iterator[dict]:
-    """The complete, valid lines of one part file (a torn last line is not one)."""
+    """The valid lines of one part file: a torn last line does not parse (a prefix of a JSON object is
+    not one) and ends the file."""
     with open(path) as f:
         for line in f:
-            if not line.endswith('\n'):
-                return
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
@@ -99,11 +98,3 @@ class Journal:
             if line['i'] != last:
                 last = line['i']
                 yield line
-
-    def counts(self) -> dict[str, Any]:
-        """Images done, unreadable, and detections per record kind."""
-        out: dict[str, Any] = dict(images=0, failed=0)
-        for line in self.merged():
-            out['images'] += 1
-            out['failed'] += 'failed' in line
-        return out
