@@ -218,3 +218,15 @@ def test_distributed_group_sampler_per_rank(tmp_path, shapes_dir, monkeypatch):
         assert len(seen[epoch]) == 4 + 8 and set(seen[epoch]) == set(range(8))
         counts = np.bincount(seen[epoch], minlength=8)
         assert counts.max() <= 2 and counts.sum() - 8 == 4  # only the padding repeats
+
+
+def test_no_validate_never_builds_data_val(tiny_cfg):
+    """As mmdet's train_detector with validate=False: data.val is not built (its paths need not exist)."""
+    from lit_mmdet import RunSettings, resolve_run
+    tiny_cfg.data.val.ann_file = '/nonexistent/instances_val.json'
+    data = MMDetDataModule(resolve_run(tiny_cfg, settings=RunSettings(validate=False)))
+    data.setup('fit')
+    assert data.train_dataset is not None and data.val_dataset is None
+    validating = MMDetDataModule(resolve_run(tiny_cfg))
+    with pytest.raises(Exception, match='data.val.ann_file'):
+        validating.setup('fit')
