@@ -74,6 +74,9 @@ class MMDetDataModule(pl.LightningDataModule):
         self.seed = seed if seed is not None else plan.data.seed
         #: ``data.skip_bad_images``: skip (and count) unreadable training images instead of stopping.
         self.skip_bad_images = plan.data.skip_bad_images
+        #: A fit evaluates on ``data.val`` (not with ``--no-validate``: mmdet's ``train_detector`` then
+        #: never builds it, so its paths need not exist).
+        self.validates = plan.evaluation.enabled
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.test_dataset: Any = None
@@ -94,7 +97,7 @@ class MMDetDataModule(pl.LightningDataModule):
             if self.train_dataset is None:
                 self.train_dataset = guard_images(_build_dataset(self.data_cfg.train, 'data.train'),
                                                   'data.train', skip=self.skip_bad_images)
-        if stage in (None, 'fit', 'validate') and self.val_dataset is None:
+        if (stage in (None, 'validate') or (stage == 'fit' and self.validates)) and self.val_dataset is None:
             self.val_dataset = self._eval_dataset('val')
         if stage in (None, 'test', 'predict') and self.test_dataset is None:
             self.test_dataset = self._eval_dataset('test')
@@ -163,6 +166,8 @@ class MMDetDataModule(pl.LightningDataModule):
 
     @override
     def val_dataloader(self) -> DataLoader:
+        if self.val_dataset is None:  # a Trainer that validates a fit built without evaluation
+            self.val_dataset = self._eval_dataset('val')
         return self._eval_loader(self.val_dataset, 'val')
 
     @override
