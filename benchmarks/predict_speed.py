@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import tempfile
@@ -162,8 +163,9 @@ def main(argv=None) -> int:
         sides = {}
         mmdet = timed([sys.executable, '-c', MMDET_SIDE, osp.splitext(pth)[0] + '.py', pth, ann, prefix,
                        osp.join(work, 'mmdet')], env)
-        loop, raised = mmdet['stdout'].split()[1], int(mmdet['stdout'].split()[3])
-        sides['mmdet inference_detector loop'] = dict(mmdet, loop_seconds=float(loop))
+        found = re.search(r'LOOP ([\d.]+) RAISED (\d+)', mmdet['stdout'])
+        loop, raised = float(found.group(1)), int(found.group(2))
+        sides['mmdet inference_detector loop'] = dict(mmdet, loop_seconds=loop)
         common = [sys.executable, 'predict.py', '--checkpoint', ckpt, ann, '--img-prefix', prefix,
                   '--batch-size', str(args.batch_size), '--workers', str(args.workers)]
         runs = {f'predict.py, 1 process, {args.workers} worker(s), batch {args.batch_size}': [],

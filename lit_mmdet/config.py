@@ -11,7 +11,8 @@ import difflib
 import importlib
 import os
 import os.path as osp
-from typing import Any, Mapping, Sequence, Union
+import re
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import mmcv
 from mmcv import Config, ConfigDict
@@ -139,6 +140,43 @@ def _read_file(path: str) -> Config:
         raise ConfigError(f'{path}: {exc}; check the _base_ paths') from None
 
 
+_VARIABLE = re.compile(r'\$\{([a-zA-Z\d_.]*)\}')  # mmdet's replace_cfg_vals pattern
+
+
+def config_variables(node: Any) -> set[str]:
+    """The ``${name}`` variables used anywhere in a config's values."""
+    if isinstance(node, dict):
+        return set().union(*(config_variables(v) for v in node.values())) if node else set()
+    if isinstance(node, (list, tuple)):
+        return set().union(*(config_variables(v) for v in node)) if node else set()
+    return set(_VARIABLE.findall(node)) if isinstance(node, str) else set()
+
+
+def _defined(cfg: dict, name: str) -> bool:
+    node: Any = cfg
+    for part in name.split('.'):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return False
+    return True
+
+
+def define_cfg_name(cfg: dict, filename: Optional[str], source: str) -> None:
+    """``${cfg_name}``: the config's file stem, as semi-supervised codebases' train scripts set it (only
+    when the config uses it and does not define it). A variable the config does not define is one line
+    naming it, the file and ``--config-hook``."""
+    used = config_variables(cfg)
+    if 'cfg_name' in used and 'cfg_name' not in cfg and filename:
+        cfg['cfg_name'] = osp.splitext(osp.basename(filename))[0]
+    missing = sorted(name for name in used if not _defined(cfg, name))
+    if missing:
+        raise ConfigError(f"{source}: ${{{missing[0]}}} is used but not defined in the config; define "
+                          f"{missing[0]} = ..., or have your codebase's patch set it (--config-hook module:function)")
+
+
 def load_config(config: ConfigLike,
                 cfg_options: Union[None, Sequence[str], Mapping[str, Any]] = None) -> Config:
     """Load an mmdet 2.x config the way mmdet's ``tools/train.py`` does.
@@ -163,6 +201,11 @@ def load_config(config: ConfigLike,
     else:
         source = os.fspath(config)
         cfg = _read_file(source)
+    raw = config_dict(cfg).to_dict()
+    if 'cfg_name' not in raw and config_variables(raw):
+        define_cfg_name(raw, cfg.filename if isinstance(cfg.filename, str) else None, source or '<config>')
+        if 'cfg_name' in raw:
+            cfg = Config(raw, filename=cfg.filename)
     cfg = replace_cfg_vals(cfg)
     update_data_root(cfg)
     overrides = parse_cfg_options(cfg_options)

@@ -5,9 +5,11 @@ import difflib
 import re
 from typing import Optional
 
-__all__ = ['ConfigError', 'DataError', 'TrainingError', 'debugging', 'one_line', 'set_debugging', 'unknown_type_error']
+__all__ = ['ConfigError', 'DataError', 'TrainingError', 'debugging', 'one_line', 'set_debugging', 'unexpected_argument_error',
+           'unknown_type_error']
 
 _NOT_IN_REGISTRY = re.compile(r"(\S+) is not in the (\w+) registry")
+_UNEXPECTED = re.compile(r"(?:(\w+): )?(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
 _DEBUG = [False]
@@ -70,8 +72,23 @@ def unknown_type_error(exc: BaseException, where: str) -> Optional[ConfigError]:
     if match is None:
         return None
     name, registry_name = match.group(1).strip("'\""), match.group(2)
-    names = sorted({n for r in _registries() if r.name == registry_name for n in r.module_dict})
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    # a child registry's names in their scoped spelling (the unscoped name is not found from mmdet's)
+    names = sorted({n if r.scope == 'mmdet' or r.parent is None else f'{r.scope}.{n}'
+                    for r in _registries() if r.name == registry_name for n in r.module_dict})
+    close = [n for n in difflib.get_close_matches(name, names, n=5, cutoff=0.5) if n != name]
     return ConfigError(f"{where}: unknown type '{name}' (not in mmdet's {registry_name} registry); "
                        f"close matches: {close or 'none'}; fix the type or add its module to "
                        f"custom_imports")
+
+
+def unexpected_argument_error(exc: BaseException, where: str, source: str) -> Optional[ConfigError]:
+    """mmcv's ``X: X.__init__() got an unexpected keyword argument 'k'`` (a key that mmdet's builder hands
+    to a class that does not take it) as one line: the key, the class, the config file; for a key a
+    codebase's own builder reads (its train script pops it first), say so. Else None."""
+    match = _UNEXPECTED.search(str(exc))
+    if match is None:
+        return None
+    cls, key = match.group(1) or match.group(2), match.group(3)  # the class built (its __init__ may be a base's)
+    return ConfigError(f"{source}: {where}: '{key}' is not an argument of {cls} (mmdet's builder passes every key "
+                       f"of the dict to the class): read by a codebase's own train script, not by mmdet; "
+                       f"remove it, or do what that script does with it (e.g. a --config-hook)")

@@ -38,11 +38,14 @@ def dry_run(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequenc
     plan = resolve_run(config, cfg_options, settings)
     console_logging(plan.log.level)
     lines = [f'config: {plan.filename or "<dict>"}  ({len(plan.config_dict)} keys)',
-             format_rows(runtime_key_rows(plan)), '']
+             format_rows(runtime_key_rows(plan)), *plan.codebase.lines(), '']
     print('\n'.join(lines), flush=True)
     model = build_model(plan.model, init_weights=False)
     params = sum(p.numel() for p in model.parameters())
-    lines.append(f'model: {type(model).__name__}, {params / 1e6:.2f} M parameters (built, no weights loaded)')
+    frozen = [p.numel() for p in model.parameters() if not p.requires_grad]
+    lines.append(f'model: {type(model).__name__}, {params / 1e6:.2f} M parameters (built, no weights loaded)' +
+                 (f'; model.frozen_parameters: {len(frozen)} parameter tensors ({sum(frozen) / 1e6:.2f} M values) '
+                  f'frozen' if plan.model.frozen_parameters else ''))
     print(lines[-1], flush=True)
     data = MMDetDataModule(plan)
     data.setup('fit')

@@ -24,6 +24,9 @@ def add_config_args(parser: argparse.ArgumentParser, config_required: bool = Tru
     parser.add_argument('--config', required=config_required, help='mmdet 2.x config file (.py)')
     parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
                         help="override config keys as mmdet's --cfg-options, e.g. optimizer.lr=0.01")
+    parser.add_argument('--config-hook', metavar='MODULE:FUNCTION',
+                        help="your codebase's config patch, (Config) -> Config, run after loading and the "
+                        "command line's overrides (as its own train script calls it); also config_hook = '...'")
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow checkpoints that need full unpickling (can run code: trusted files '
                         'only); by default they load with torch.load(weights_only=True)')

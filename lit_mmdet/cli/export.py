@@ -18,7 +18,8 @@ __all__ = ['main']
 def _run(args: argparse.Namespace) -> int:
     from ..models.export import export_mmdet_checkpoint
 
-    out, config = export_mmdet_checkpoint(args.checkpoint, args.out, trust=args.trust_checkpoint)
+    out, config = export_mmdet_checkpoint(args.checkpoint, args.out, trust=args.trust_checkpoint,
+                                         config_hook=args.config_hook)
     print(f'wrote {out} and {config}')
     return 0
 
@@ -29,6 +30,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('out', help='mmdet checkpoint to write (.pth); the config goes beside it (.py)')
     parser.add_argument('--trust-checkpoint', action='store_true',
                         help='allow a checkpoint that needs full unpickling (trusted files only)')
+    parser.add_argument('--config-hook', metavar='MODULE:FUNCTION',
+                        help="your codebase's config patch, run on the checkpoint's config")
     parser.add_argument('--debug', action='store_true', help='show full tracebacks')
     return run_main(parser, _run, argv)
 

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     images = list_images(args.inputs, args.img_prefix)
     if not len(images):
         raise ConfigError(f'no images in {" ".join(args.inputs)}: give image files, folders, a .txt or a COCO .json')
-    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint)
+    model = load_detector(args.config, args.checkpoint, args.cfg_options, trust=args.trust_checkpoint,
+                          config_hook=args.config_hook)
     devices = device_kwargs(dataclasses.replace(model.plan.devices, gpus=args.gpus, accelerator=args.accelerator,
                                                 devices=args.devices, num_nodes=args.num_nodes))
     options = PredictOptions(out_dir=args.out_dir, batch_size=args.batch_size, workers=args.workers,

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     options = parse_cfg_options(args.cfg_options)
     if args.metrics:
         options['evaluation.metric'] = list(args.metrics)
-    model = load_detector(args.config, args.checkpoint, options or None, trust=args.trust_checkpoint)
+    model = load_detector(args.config, args.checkpoint, options or None, trust=args.trust_checkpoint,
+                          config_hook=args.config_hook)
     work_dir = args.work_dir or _default_work_dir(args.config, args.checkpoint)
     devices = device_kwargs(dataclasses.replace(model.plan.devices, gpus=args.gpus, accelerator=args.accelerator,
                                                 devices=args.devices))

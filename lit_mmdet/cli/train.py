@@ -85,7 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> 'RunSettings':
         sync_bn=args.sync_bn, precision=args.precision, fast_dev_run=args.fast_dev_run or False,
         wandb=WandbOptions(args.wandb, args.wandb_project, args.wandb_entity, args.wandb_name),
         pin_memory=args.pin_memory, persistent_workers=args.persistent_workers, validate=args.validate,
-        resume_every=args.resume_every)
+        resume_every=args.resume_every, config_hook=args.config_hook)
 
 
 def speed_cfg_options(args: argparse.Namespace) -> list[str]:

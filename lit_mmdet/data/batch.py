@@ -6,10 +6,11 @@ from typing import Any, Callable
 
 import torch
 from mmcv.parallel import DataContainer
+from mmcv.parallel import collate as mmcv_collate
 
 from ..adapters.mmcv import scatter_to_gpu
 
-__all__ = ['PinnableCollate', 'PinnableContainer', 'unwrap_batch']
+__all__ = ['FlatteningCollate', 'PinnableCollate', 'PinnableContainer', 'unwrap_batch']
 
 
 def unwrap_batch(obj: Any, device: torch.device | str | None = None) -> Any:
@@ -75,6 +76,21 @@ def _pin(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_pin(v) for v in obj)
     return obj
+
+
+class FlatteningCollate:
+    """mmcv's collate; a batch of multi-branch samples (a codebase's pipeline returning a list of result
+    dicts per index: a weak and a strong view) is flattened into one batch first, as semi-supervised
+    codebases' ``collate(..., flatten=True)`` does (every view in one device's chunk)."""
+
+    def __init__(self, collate: Callable) -> None:
+        self.collate = collate
+
+    def __call__(self, batch: Any) -> Any:
+        if not any(isinstance(sample, (list, tuple)) for sample in batch):
+            return self.collate(batch)
+        flat = [view for sample in batch for view in (sample if isinstance(sample, (list, tuple)) else [sample])]
+        return mmcv_collate(flat, samples_per_gpu=len(flat))
 
 
 class PinnableCollate:

@@ -22,19 +22,19 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from ..config import ConfigLike
-from ..errors import ConfigError, unknown_type_error
+from ..errors import ConfigError, unexpected_argument_error, unknown_type_error
 from ..plan import RunPlan, resolve_run
 from ..plan.data_paths import check_split_paths
 from .bad_images import guard_images
-from .batch import PinnableCollate
+from .batch import FlatteningCollate, PinnableCollate
 from .samplers import WORKER_RNG, WorkerInit, resumable_loader
 
 
 __all__ = ['MMDetDataModule']
 
 
-def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = None) -> Any:
-    """mmdet's ``build_dataset`` with one-line errors for wrong paths, types and JSON."""
+def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = None, source: str = '<config>') -> Any:
+    """mmdet's ``build_dataset`` with one-line errors for wrong paths, types, arguments and JSON."""
     check_split_paths(split_cfg, where)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' "loading annotations into memory..."
@@ -45,7 +45,7 @@ def _build_dataset(split_cfg: Any, where: str, default_args: Optional[dict] = No
         # mmcv's build_from_cfg re-raises as type(e)(msg): a JSONDecodeError becomes a TypeError
         bad_json = exc if isinstance(exc, json.JSONDecodeError) else exc.__context__
         if not isinstance(bad_json, json.JSONDecodeError):
-            raise
+            raise unexpected_argument_error(exc, where, source) or exc from None
         raise ConfigError(f'{where}.ann_file is not valid JSON ({bad_json}); fix or regenerate it') from None
 
 
@@ -77,6 +77,7 @@ class MMDetDataModule(pl.LightningDataModule):
         #: A fit evaluates on ``data.val`` (not with ``--no-validate``: mmdet's ``train_detector`` then
         #: never builds it, so its paths need not exist).
         self.validates = plan.evaluation.enabled
+        self.source = plan.filename or '<config>'
         self.train_dataset: Any = None
         self.val_dataset: Any = None
         self.test_dataset: Any = None
@@ -89,13 +90,13 @@ class MMDetDataModule(pl.LightningDataModule):
         split_cfg = copy.deepcopy(data[split])
         if (data.get(f'{split}_dataloader') or {}).get('samples_per_gpu', 1) > 1:
             split_cfg.pipeline = replace_ImageToTensor(split_cfg.pipeline)
-        return guard_images(_build_dataset(split_cfg, f'data.{split}', dict(test_mode=True)), f'data.{split}')
+        return guard_images(_build_dataset(split_cfg, f'data.{split}', dict(test_mode=True), self.source), f'data.{split}')
 
     @override
     def setup(self, stage: Optional[str] = None) -> None:
         if stage in (None, 'fit'):
             if self.train_dataset is None:
-                self.train_dataset = guard_images(_build_dataset(self.data_cfg.train, 'data.train'),
+                self.train_dataset = guard_images(_build_dataset(self.data_cfg.train, 'data.train', source=self.source),
                                                   'data.train', skip=self.skip_bad_images)
         if (stage in (None, 'validate') or (stage == 'fit' and self.validates)) and self.val_dataset is None:
             self.val_dataset = self._eval_dataset('val')
@@ -111,6 +112,7 @@ class MMDetDataModule(pl.LightningDataModule):
             args['persistent_workers'] = False
         loader = build_dataloader(dataset, **args)
         loader.worker_init_fn = WorkerInit(loader.worker_init_fn)
+        loader.collate_fn = FlatteningCollate(loader.collate_fn)
         if loader.pin_memory:  # mmcv's DataContainers are not pinned by torch's pin-memory thread
             loader.collate_fn = PinnableCollate(loader.collate_fn)
         return loader
@@ -158,7 +160,7 @@ class MMDetDataModule(pl.LightningDataModule):
         val_cfg = copy.deepcopy(self.data_cfg.val)
         train = self.data_cfg.train
         val_cfg.pipeline = train.get('pipeline', train.get('dataset', {}).get('pipeline'))
-        dataset = guard_images(_build_dataset(val_cfg, 'data.val'), 'data.val')
+        dataset = guard_images(_build_dataset(val_cfg, 'data.val', source=self.source), 'data.val')
         return self._train_loader(dataset, 'EpochBasedRunner')  # a val phase runs with EpochBasedRunner only
 
     def _eval_loader(self, dataset: Any, split: str) -> DataLoader:

@@ -10,11 +10,11 @@ from mmdet.models import build_detector
 from mmdet.utils import rfnext_init_model
 from torch import nn
 
-from ..errors import unknown_type_error
+from ..errors import ConfigError, unexpected_argument_error, unknown_type_error
 from ..plan import ModelSpec
 
 
-__all__ = ['build_model', 'uninitialised_parameters']
+__all__ = ['build_model', 'freeze', 'uninitialised_parameters']
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 ABSURD = 1e6
 
 
-def build_model(spec: ModelSpec, init_weights: bool = True) -> nn.Module:
+def build_model(spec: ModelSpec, init_weights: bool = True, source: str = '<config>') -> nn.Module:
     """``build_detector`` + ``init_weights`` (+ ``rfnext_init_model``) as mmdet's ``tools/train.py``.
 
     ``spec`` is resolved (:func:`~lit_mmdet.plan.resolve_run` filled the neck's ``in_channels``, so
@@ -34,15 +34,32 @@ def build_model(spec: ModelSpec, init_weights: bool = True) -> nn.Module:
         model = build_detector(spec.cfg, train_cfg=spec.train_cfg, test_cfg=spec.test_cfg)
     except KeyError as exc:
         raise unknown_type_error(exc, 'model') or exc from None
+    except TypeError as exc:
+        raise unexpected_argument_error(exc, 'model', source) or exc from None
     if init_weights:
         model.init_weights()
         note = uninitialised_parameters(model)  # without: a checkpoint's weights replace them all
         if note:
             log.warning(note)
+    freeze(model, spec.frozen_parameters)
     if spec.rfsearch is not None:  # RF-Next's RFSearchHook in custom_hooks: convs wrapped, as tools/train.py
         rfnext_init_model(model, cfg=Config(dict(custom_hooks=[dict(spec.rfsearch)])))
     model.CLASSES = spec.classes
     return model
+
+
+def freeze(model: nn.Module, parts: tuple) -> int:
+    """``model.frozen_parameters``, as the few-shot codebase's ``build_detector`` applies it after
+    ``init_weights``: a parameter whose name contains one of ``parts`` does not train. Returns the count."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(part in name for part in parts):
+            param.requires_grad = False
+            frozen += 1
+    if parts and not frozen:
+        raise ConfigError(f'model.frozen_parameters={list(parts)} names no parameter of {type(model).__name__}; '
+                          f"parameter names look like {next(iter(dict(model.named_parameters())), '?')!r}")
+    return frozen
 
 
 def uninitialised_parameters(model: nn.Module) -> Optional[str]:

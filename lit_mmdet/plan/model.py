@@ -16,6 +16,7 @@ from mmdet.models.builder import NECKS
 from torch import nn
 
 from ..errors import ConfigError, unknown_type_error
+from .codebase import pop_frozen_parameters
 from .policies import ModelSpec
 
 
@@ -81,13 +82,19 @@ def fill_neck_in_channels(model_cfg: Any) -> None:
     """Set ``neck.in_channels`` from the backbone when it is missing or ``'auto'``, in place.
 
     For a list of necks only the first one reads the backbone. An explicit value is
-    checked against timm backbones (which know their channels without a probe).
+    checked against timm backbones (which know their channels without a probe). A wrapper's detectors
+    (a ``dict`` value with a backbone: a teacher-student's ``model``) are filled each.
 
     Raises:
         ConfigError: an explicit ``in_channels`` that does not match the backbone.
     """
+    if 'backbone' not in model_cfg:  # a wrapper (teacher-student, distillation): the detectors it holds
+        for value in model_cfg.values():
+            if isinstance(value, dict) and 'backbone' in value:
+                fill_neck_in_channels(value)
+        return
     neck = model_cfg.get('neck')
-    if not neck or 'backbone' not in model_cfg:
+    if not neck:
         return
     first = neck[0] if isinstance(neck, (list, tuple)) else neck
     if 'in_channels' not in first and not _takes_in_channels(first.get('type')):
@@ -153,5 +160,7 @@ def model_spec(cfg: Any) -> ModelSpec:
         raise unknown_type_error(exc, 'model') or exc from None
     rfsearch = next((dict(h) for h in cfg.get('custom_hooks') or []
                      if isinstance(h, Mapping) and h.get('type') == 'RFSearchHook'), None)
-    return ModelSpec(cfg=cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'),
-                     classes=classes_from_config(cfg), rfsearch=rfsearch)
+    model = copy.deepcopy(cfg.model)
+    frozen = pop_frozen_parameters(model)  # the codebase's build_detector pops it before the registry
+    return ModelSpec(cfg=model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'),
+                     classes=classes_from_config(cfg), rfsearch=rfsearch, frozen_parameters=frozen)

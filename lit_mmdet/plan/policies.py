@@ -375,6 +375,8 @@ class ModelSpec:
         classes: The training set's class names (None when unknown).
         rfsearch: RF-Next's ``RFSearchHook`` entry of ``custom_hooks`` (convs are wrapped at build, as
             mmdet's ``tools/train.py`` does), else None.
+        frozen_parameters: ``model.frozen_parameters`` (a few-shot codebase's ``build_detector`` key):
+            after ``init_weights``, a parameter whose name contains one of them does not train.
     """
 
     cfg: Mapping[str, Any]
@@ -382,6 +384,7 @@ class ModelSpec:
     test_cfg: Optional[Mapping[str, Any]] = None
     classes: Optional[tuple[str, ...]] = None
     rfsearch: Optional[Mapping[str, Any]] = None
+    frozen_parameters: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from .policies import (CheckpointPolicy, DataSpec, DevicePolicy, EarlyStopPolicy
                        LogPolicy, ModelSpec, OptimizerPolicy, ProcessPolicy, SpeedSwitches)
 from .readers import (device_policy, load_policy, loader_switches, optimizer_policy, process_policy, read_runner,
                       read_seed, speed_switches)
+from .codebase import CodebaseSteps, run_config_hook
+from .scopes import resolve_scoped_types
 from .settings import RunSettings
 
 
@@ -77,6 +79,7 @@ class RunPlan:
         early_stopping: ``EarlyStoppingHook`` in ``custom_hooks`` (mmengine's), else None.
         speed: The ``speed`` switches.
         cfg_options: The ``--cfg-options`` the plan was resolved with (as given).
+        codebase: The codebase train-script steps taken (config hook, scoped types, frozen parameters).
     """
 
     cfg: Any
@@ -106,6 +109,7 @@ class RunPlan:
     seed_drawn: bool = False
     speed: SpeedSwitches = field(default_factory=SpeedSwitches)
     cfg_options: Any = None
+    codebase: CodebaseSteps = field(default_factory=CodebaseSteps)
 
     @property
     def checkpoint_dir(self) -> str:
@@ -149,6 +153,34 @@ class RunPlan:
                                    data=dataclasses.replace(self.data, seed=seed))
 
 
+def codebase_steps(cfg: Any, settings: RunSettings) -> tuple[Any, CodebaseSteps]:
+    """What a codebase's own train script does before anything reads its config: ``--work-dir`` set, its
+    config patch run (``--config-hook`` or ``config_hook``), types of its child registries found."""
+    source = cfg.filename if isinstance(cfg.filename, str) else '<config>'
+    hook = settings.config_hook or cfg.pop('config_hook', None)
+    if hook:
+        if settings.work_dir:  # the command line's overrides come first, as the codebases' train scripts
+            cfg.work_dir = settings.work_dir
+        cfg = run_config_hook(hook, cfg)
+        cfg.pop('config_hook', None)
+    scoped = resolve_scoped_types(cfg, source)
+    return cfg, CodebaseSteps(config_hook=hook or None, scoped_types=tuple(scoped))
+
+
+def _refuse_codebase_samplers(data: Any, source: str) -> None:
+    """Samplers that codebases' own ``build_dataloader`` builds (not mmdet 2.28's): one line, never a
+    different sample order without a word."""
+    for split in ('train', 'val', 'test'):
+        if 'use_infinite_sampler' in (data.get(f'{split}_dataloader') or {}):
+            raise ConfigError(f"{source}: data.{split}_dataloader.use_infinite_sampler is read by a few-shot codebase's "
+                              f"own build_dataloader, which lit_mmdet does not reproduce yet; remove it to train with "
+                              f"mmdet's samplers (a different sample order from that codebase's)")
+    if data.get('sampler') is not None:
+        raise ConfigError(f"{source}: data.sampler names a codebase's own sampler (its Registry('sampler')), which "
+                          f"lit_mmdet does not build yet; remove it to train with mmdet's group sampler (no "
+                          f"labelled/unlabelled balance)")
+
+
 def _data_spec(cfg: Any, seed: int, runner_type: str, settings: RunSettings) -> DataSpec:
     """``data`` after mmdet's ``compat_cfg`` (which needs all three splits)."""
 
@@ -159,6 +191,7 @@ def _data_spec(cfg: Any, seed: int, runner_type: str, settings: RunSettings) -> 
                               f'data.val and data.test, e.g. data=dict({split}=dict(type=..., '
                               f'ann_file=..., img_prefix=..., pipeline=...))')
     compat = compat_cfg(cfg)
+    _refuse_codebase_samplers(compat.data, cfg.filename if isinstance(cfg.filename, str) else '<config>')
     return DataSpec(cfg=compat.data, seed=seed, runner_type=runner_type,
                     skip_bad_images=bool(settings.skip_bad_images or data.get('skip_bad_images', False)))
 
@@ -192,6 +225,7 @@ def resolve_run(config: Union[ConfigLike, RunPlan], cfg_options: Union[None, Seq
 
 def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping], settings: RunSettings) -> RunPlan:
     cfg = load_config(config, cfg_options)
+    cfg, codebase = codebase_steps(cfg, settings)
     if settings.skip_bad_images:
         cfg.data.skip_bad_images = True
     loader_switches(cfg, settings)
@@ -207,6 +241,7 @@ def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping
     if settings.resume_every is not None:  # --resume-every: written where the config keeps it
         cfg.checkpoint_config = dict(cfg.get('checkpoint_config') or {}, resume_every=settings.resume_every)
     model = model_spec(cfg)
+    codebase = dataclasses.replace(codebase, frozen_parameters=model.frozen_parameters)
     hooks = hook_specs(cfg.get('lr_config'), cfg.get('momentum_config'), cfg.get('custom_hooks'))
     num_class_check, invalid_loss_interval = carried_hooks(cfg.get('custom_hooks'))
     return RunPlan(
@@ -219,4 +254,4 @@ def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping
         load=load_policy(cfg), workflow=workflow_val_phase(cfg, by_epoch), settings=settings,
         num_class_check=num_class_check, invalid_loss_interval=invalid_loss_interval,
         early_stopping=early_stopping(cfg.get('custom_hooks')), seed_drawn=seed_drawn, speed=speed_switches(cfg),
-        cfg_options=copy.deepcopy(cfg_options))
+        cfg_options=copy.deepcopy(cfg_options), codebase=codebase)

@@ -43,3 +43,4 @@ class RunSettings:
     persistent_workers: bool = False
     validate: bool = True
     resume_every: Optional[float] = None  # minutes
+    config_hook: Optional[str] = None  # 'module:function': the codebase's config patch

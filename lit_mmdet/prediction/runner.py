@@ -20,7 +20,7 @@ from typing_extensions import override
 
 from ..data.images import BadImage, ImageBatch, ImageDataset, ImageList, collate_images
 from ..models.inference import test_pipeline
-from ..results import format_result, result_layout, to_plain
+from ..results import coco_records, format_result, result_layout, unknown_layout
 from ..visualization import save_prediction_png
 from .coco import category_ids, image_records, write_json_array, write_pseudo_labels
 from .journal import Journal, JournalWriter
@@ -189,8 +189,12 @@ class PredictionWriter(pl.Callback):
         records = image_records(result, entry.image_id, self.cat_ids) if self.layout.box == 'xyxy' else {}
         if records:
             line.update(records)
-        else:  # rotated boxes, polygons, dicts: kept as plain lists
-            line['extra'] = to_plain(result)
+        else:  # rotated boxes, polygons, other dicts: the layout's records (results.py), category ids as above
+            detections = format_result(result, 0.0, self.layout)
+            line['records'] = [dict(image_id=entry.image_id, category_id=self.cat_ids[r['label']], **r)
+                               for r in coco_records(detections, self.classes) if 0 <= r['label'] < len(self.cat_ids)]
+            if unknown_layout(detections):
+                line['extra'] = dict(image_id=entry.image_id, result=detections['extra'])
         if index < self.options.draw:
             import mmcv
             os.makedirs(osp.join(self.options.out_dir, 'drawn'), exist_ok=True)
@@ -230,23 +234,22 @@ class PredictionWriter(pl.Callback):
         out = self.options.out_dir
         summary = PredictSummary(images=len(self.images), done_before=self.share.done_before)
         first = next((line for line in self.journal.merged() if 'failed' not in line), {})
-        kinds = [k for k in ('bbox', 'segm', 'proposal', 'extra') if k in first] or ['bbox']  # none read: empty
+        kinds = [k for k in ('bbox', 'segm', 'proposal', 'records', 'extra') if k in first] or ['bbox']  # none: empty
         for kind in kinds:
             path = osp.join(out, f'results.{kind}.json')
             if kind == 'extra':
-                items = (dict(image_id=line['id'], file_name=line['file'], result=line['extra'])
-                         for line in self.journal.merged() if 'extra' in line)
+                items = (line['extra'] for line in self.journal.merged() if 'extra' in line)
             else:
                 items = (record for line in self.journal.merged() for record in line.get(kind, ()))
             count = write_json_array(path, items)
             summary.files[kind] = path
-            if kind in ('bbox', 'proposal', 'extra') and 'segm' not in kinds:
+            if kind in ('bbox', 'proposal', 'records') and 'segm' not in kinds:
                 summary.detections = count
             elif kind == 'segm':
                 summary.detections = count
         summary.failed = sum('failed' in line for line in self.journal.merged())
         if self.options.pseudo_labels:
-            kind = 'segm' if 'segm' in kinds else 'bbox'
+            kind = next(k for k in ('segm', 'bbox', 'records', 'proposal') if k in kinds or k == 'proposal')
             images = (dict(id=line['id'], file_name=line['file'], width=line['width'], height=line['height'])
                       for line in self.journal.merged() if 'failed' not in line)
             records = (r for line in self.journal.merged() for r in line.get(kind, ()))

@@ -76,6 +76,7 @@ def run_training(plan: RunPlan, module_class: Callable[[RunPlan], pl.LightningMo
         notes: Lines to warn about once the run's logging is set up (what a resume command overrides).
     """
     os.makedirs(plan.work_dir, exist_ok=True)
+    os.environ['WORK_DIR'] = plan.work_dir  # as codebases' train scripts export it (their hooks write there)
     files = RunFiles(plan)
     trainer = build_trainer(plan, [*(callbacks or []), files], resume_step=source.step, **trainer_overrides)
     plan = share_seed(plan, trainer)  # torchrun / srun ranks: rank 0's seed (mmdet's init_dist + init_random_seed);

@@ -6,6 +6,7 @@ under lit_mmdet (pictures and W&B tables on): every iteration's losses and the f
 ``test.py`` and ``predict.py`` on the result."""
 import glob
 import json
+import os
 import os.path as osp
 
 import cv2
@@ -57,19 +58,23 @@ def _train_both(tmp_path, config, options, monkeypatch, iterations, metric):
 
 
 def _test_and_predict(tmp_path, result, metric, value, image):
-    """test.py on the checkpoint gives the metric; predict.py draws and writes JSON."""
+    """test.py on the checkpoint gives the metric; predict.py draws the image and writes its records."""
     ckpt = result.plan.last_checkpoint
     out = run_script('test.py', '--checkpoint', ckpt, '--work-dir', str(tmp_path / 'test'))
     assert out.returncode == 0, out.stderr[-3000:]
     with open(tmp_path / 'test' / 'test_metrics.json') as f:
         assert json.load(f)['metrics'][metric] == pytest.approx(value, abs=1e-6)
     out = run_script('predict.py', '--checkpoint', ckpt, image, '--out-dir', str(tmp_path / 'pred'),
-                     '--score-thr', '0.0')
+                     '--score-thr', '0.0', '--draw', '1')
     assert out.returncode == 0, out.stderr[-3000:]
     stem = osp.splitext(osp.basename(image))[0]
-    with open(tmp_path / 'pred' / f'{stem}.json') as f:
-        records = json.load(f)['detections']
-    picture = cv2.imread(str(tmp_path / 'pred' / f'{stem}.png'))
+    kinds = sorted(f for f in os.listdir(tmp_path / 'pred') if f.startswith('results.'))
+    with open(tmp_path / 'pred' / ('results.segm.json' if 'results.segm.json' in kinds else
+                                   'results.records.json' if 'results.records.json' in kinds else
+                                   'results.bbox.json')) as f:
+        records = json.load(f)
+    assert {r['image_id'] for r in records} <= {1}
+    picture = cv2.imread(str(tmp_path / 'pred' / 'drawn' / f'000000_{stem}.png'))
     assert picture is not None and picture.shape[0] > 512 * 0.9
     return records
 
