@@ -75,7 +75,7 @@ def unknown_type_error(exc: BaseException, where: str) -> Optional[ConfigError]:
     # a child registry's names in their scoped spelling (the unscoped name is not found from mmdet's)
     names = sorted({n if r.scope == 'mmdet' or r.parent is None else f'{r.scope}.{n}'
                     for r in _registries() if r.name == registry_name for n in r.module_dict})
-    close = [n for n in difflib.get_close_matches(name, names, n=5, cutoff=0.5) if n != name]
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     return ConfigError(f"{where}: unknown type '{name}' (not in mmdet's {registry_name} registry); "
                        f"close matches: {close or 'none'}; fix the type or add its module to "
                        f"custom_imports")
