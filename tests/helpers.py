@@ -256,7 +256,7 @@ def wandb_records(run_dir: str):
             yield record
 
 
-def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distributed: bool = False):
+def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distributed: bool = False, codebase=None):
     """The oracle: what mmdet's own ``tools/train.py`` does with ``config`` (``--seed``, no
     ``--launcher``; ``distributed``: inside a process group the caller made, as ``init_dist`` would):
     ``set_random_seed``, the runner's ``meta`` (env_info, config, seed, exp_name), ``build_detector`` +
@@ -265,7 +265,9 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
     group the model goes into mmcv's ``MMDistributedDataParallel`` with the batch scattered to the CPU
     (what its CUDA path does with ``device_ids``). ``evaluation=dict(type=...)`` is built from mmcv's
     registry with the validation loader, as codebases' own train scripts do (mmdet's would hand
-    ``type`` to ``dataset.evaluate``). No runner sleeps; returns the ``.log.json`` path."""
+    ``type`` to ``dataset.evaluate``). ``codebase``: a toolbox module whose own ``build_detector`` /
+    ``build_dataset`` (its scoped child registries) its train script calls instead of mmdet's, on the
+    config as written (unscoped types). No runner sleeps; returns the ``.log.json`` path."""
     import os.path as osp
     import time
 
@@ -297,7 +299,15 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
             inputs, kwargs = self._cpu(inputs, kwargs)
             return super().forward(*inputs, **kwargs)
 
-    cfg = resolve_run(config, cfg_options).cfg  # (the neck's in_channels='auto' filled: a config mmdet runs)
+    plan = resolve_run(config, cfg_options)
+    cfg = plan.cfg  # (the neck's in_channels='auto' filled: a config mmdet runs)
+    if codebase is not None:  # the codebase's own spelling and builders
+        for key, unscoped, _ in plan.codebase.scoped_types:
+            node = cfg
+            for part in key.split('.')[:-1]:
+                node = node[part]
+            node['type'] = unscoped
+        build_detector, build_dataset = codebase.build_detector, codebase.build_dataset
     cfg.work_dir, cfg.gpu_ids, cfg.device = work_dir, [0], 'cpu'
     os.makedirs(work_dir, exist_ok=True)
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())

@@ -30,13 +30,14 @@ def _logged(work):
     return mmcv_json_log(work, lambda k: k.startswith('loss'), lambda k: k not in SKIP)
 
 
-def _train_both(tmp_path, config, options, monkeypatch, iterations, metric):
-    """mmdet's tools/train.py path, then lit_mmdet with W&B (offline) on: equal losses and metric."""
+def _train_both(tmp_path, config, options, monkeypatch, iterations, metric, codebase=None):
+    """mmdet's tools/train.py path (``codebase``: with its own builders), then lit_mmdet with W&B
+    (offline) on: equal losses and metric."""
     from lit_mmdet import RunSettings, train
     monkeypatch.setattr(TextLoggerHook, '_round_float', lambda self, items: items)  # full floats, both sides
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_DIR', str(tmp_path))
-    tools_train(config, str(tmp_path / 'mmdet'), seed=0, cfg_options=options)
+    tools_train(config, str(tmp_path / 'mmdet'), seed=0, cfg_options=options, codebase=codebase)
     result = train(config, options, RunSettings(work_dir=str(tmp_path / 'lit'), accelerator='cpu', seed=0,
                                                 wandb=WandbOptions(enabled=True, project='layouts')),
                    enable_progress_bar=False, enable_model_summary=False)
@@ -181,3 +182,26 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
     result, value = _train_both(tmp_path, str(config), options, monkeypatch, 6, 'segm_mAP')
     assert result.module.model.CLASSES == ('circle', 'square', 'triangle')
     _test_and_predict(tmp_path, result, 'segm_mAP', value, osp.join(shapes_dir, 'val', '000000.png'))
+
+
+@pytest.mark.slow
+def test_scoped_toolbox_trains_as_under_its_own_train_script(tmp_path, shapes_dir, monkeypatch, trained_weights):
+    """A toolbox registering its detector and dataset in child registries of mmdet's (scope 'toolbox'),
+    referred to unscoped: under its own train script (its builders) and under lit_mmdet, equal losses."""
+    from tests.plugins import scoped_toolbox
+    config = tmp_path / 'toolbox.py'
+    config.write_text(f'''_base_ = '{SHAPES_CONFIG}'
+custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.scoped_toolbox'], allow_failed_imports=False)
+load_from = '{trained_weights}'
+model = dict(type='ToolboxSOLO')
+data = dict(samples_per_gpu=2, workers_per_gpu=0, persistent_workers=False, train=dict(type='ToolboxCocoDataset'))
+runner = dict(type='EpochBasedRunner', max_epochs=1)
+evaluation = dict(interval=1, metric=['segm'])
+checkpoint_config = dict(interval=1)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+''')
+    options = {k: v for k, v in tiny_options(shapes_dir).items() if k not in (
+        'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent_workers')}
+    result, _ = _train_both(tmp_path, str(config), options, monkeypatch, 4, 'segm_mAP', codebase=scoped_toolbox)
+    assert type(result.module.model).__name__ == 'ToolboxSOLO'
+    assert result.plan.codebase.scoped_types[0] == ('model.type', 'ToolboxSOLO', 'toolbox.ToolboxSOLO')
