@@ -6,13 +6,14 @@ exception after hours.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import os.path as osp
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from mmcv.parallel import collate
 from mmdet.datasets import replace_ImageToTensor
@@ -22,7 +23,31 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError, one_line
 from ..results import IMAGE_EXTENSIONS
 
-__all__ = ['BadImage', 'ImageBatch', 'ImageDataset', 'ImageEntry', 'ImageList', 'collate_images', 'list_images']
+__all__ = ['BadImage', 'ImageBatch', 'ImageDataset', 'ImageEntry', 'ImageList', 'collate_images', 'list_images',
+           'inference_pipeline', 'with_test_pipeline']
+
+
+def with_test_pipeline(config: Any) -> Any:
+    """A copy of ``config`` whose ``data.test`` is the one ``inference_detector`` can read: the first
+    dataset with a ``pipeline``, through a list and ``dataset`` / ``datasets`` wrappers (a codebase's
+    concat or repeat wrapper keeps the pipeline on the datasets it wraps)."""
+    config = copy.deepcopy(config)
+    test = config.data.test
+    while test is not None and not (isinstance(test, Mapping) and 'pipeline' in test):
+        if isinstance(test, (list, tuple)):
+            test = test[0] if test else None
+        else:
+            test = test.get('dataset') or (test.get('datasets') or [None])[0]
+    if test is None:
+        raise ConfigError('data.test has no pipeline, nor a dataset it wraps: inference runs the test '
+                          'pipeline; give data.test.pipeline')
+    config.data.test = test
+    return config
+
+
+def inference_pipeline(config: Any) -> list:
+    """The pipeline ``inference_detector`` runs on an image file (``data.test``'s, through wrappers)."""
+    return list(with_test_pipeline(config).data.test.pipeline)
 
 
 @dataclass(frozen=True)

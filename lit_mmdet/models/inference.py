@@ -2,43 +2,19 @@
 results as per-image boxes / scores / labels / masks (:mod:`~lit_mmdet.results`)."""
 from __future__ import annotations
 
-import copy
 import itertools
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from mmdet.apis import inference_detector
 from torch import nn
 
-from ..errors import ConfigError
+from ..data.images import with_test_pipeline
 from ..results import collect_images, format_result, result_layout
 
 
-__all__ = ['infer', 'predict', 'test_pipeline']
-
-
-def _with_test_pipeline(config: Any) -> Any:
-    """A copy of ``config`` whose ``data.test`` is the one ``inference_detector`` can read: the first
-    dataset with a ``pipeline``, through a list and ``dataset`` / ``datasets`` wrappers (a codebase's
-    concat or repeat wrapper keeps the pipeline on the datasets it wraps)."""
-    config = copy.deepcopy(config)
-    test = config.data.test
-    while test is not None and not (isinstance(test, Mapping) and 'pipeline' in test):
-        if isinstance(test, (list, tuple)):
-            test = test[0] if test else None
-        else:
-            test = test.get('dataset') or (test.get('datasets') or [None])[0]
-    if test is None:
-        raise ConfigError('data.test has no pipeline, nor a dataset it wraps: inference runs the test '
-                          'pipeline; give data.test.pipeline')
-    config.data.test = test
-    return config
-
-
-def test_pipeline(config: Any) -> list:
-    """The pipeline ``inference_detector`` runs on an image file (``data.test``'s, through wrappers)."""
-    return list(_with_test_pipeline(config).data.test.pipeline)
+__all__ = ['infer', 'predict']
 
 
 @torch.no_grad()
@@ -61,7 +37,7 @@ def infer(detector: nn.Module, config: Any, images: Any) -> list:
         # run of same-kind inputs) and edits model.cfg in place for arrays (a fresh copy each)
         results: list = []
         for _, run in itertools.groupby(images, key=lambda im: isinstance(im, np.ndarray)):
-            detector.cfg = _with_test_pipeline(config)
+            detector.cfg = with_test_pipeline(config)
             results += inference_detector(detector, list(run))
         return results
     finally:

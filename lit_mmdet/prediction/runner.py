@@ -18,8 +18,8 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 from typing_extensions import override
 
-from ..data.images import BadImage, ImageBatch, ImageDataset, ImageList, collate_images
-from ..models.inference import test_pipeline
+from ..data.images import (BadImage, ImageBatch, ImageDataset, ImageList, collate_images,
+                           inference_pipeline)
 from ..results import coco_records, format_result, result_layout, unknown_layout
 from ..visualization import save_prediction_png
 from .coco import category_ids, image_records, write_json_array, write_pseudo_labels
@@ -276,7 +276,7 @@ def predict_images(module: Any, images: ImageList, options: PredictOptions, **tr
     os.makedirs(options.out_dir, exist_ok=True)
     journal, share = Journal(options.out_dir), _Share()
     writer = PredictionWriter(module, images, options, journal, share)
-    data = PredictData(images, test_pipeline(module.plan.config_copy()), options, journal, share)
+    data = PredictData(images, inference_pipeline(module.plan.config_copy()), options, journal, share)
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, callbacks=[writer],
                          default_root_dir=options.out_dir, **trainer_kwargs)

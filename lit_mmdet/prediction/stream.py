@@ -9,9 +9,9 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.images import BadImage, ImageBatch, ImageDataset, ImageEntry, collate_images, list_images
+from ..data.images import (BadImage, ImageBatch, ImageDataset, ImageEntry, collate_images, list_images,
+                           inference_pipeline)
 from ..errors import one_line
-from ..models.inference import test_pipeline
 from ..results import format_result, result_layout
 
 __all__ = ['Prediction', 'infer_batch', 'iter_predictions']
@@ -40,7 +40,7 @@ def infer_batch(module: Any, batch: ImageBatch) -> list:
         if len(batch.indices) == 1:
             return [_failed(batch.indices[0], batch.paths[0])]
     dataset = ImageDataset([ImageEntry(i, p, i + 1, p) for i, p in zip(batch.indices, batch.paths)],
-                           test_pipeline(module.plan.config_copy()))
+                           inference_pipeline(module.plan.config_copy()))
     results: list = []
     for k, (index, path) in enumerate(zip(batch.indices, batch.paths)):
         alone = collate_images([dataset[k]])
@@ -64,7 +64,7 @@ def iter_predictions(module: Any, inputs: Sequence[str], score_thr: float = 0.3,
     images = list_images(inputs, img_prefix)
     config = module.plan.config_copy()
     layout = result_layout(config.get('model'))
-    loader = DataLoader(ImageDataset(images.entries, test_pipeline(config)), batch_size=batch_size,
+    loader = DataLoader(ImageDataset(images.entries, inference_pipeline(config)), batch_size=batch_size,
                         num_workers=workers, collate_fn=collate_images)
     was_training = module.training
     module.eval()
