@@ -6,10 +6,13 @@ resumable (:mod:`~lit_mmdet.prediction.journal`), written as COCO files (:mod:`~
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import os.path as osp
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -20,6 +23,7 @@ from typing_extensions import override
 
 from ..data.images import (BadImage, ImageBatch, ImageDataset, ImageList, collate_images,
                            inference_pipeline)
+from ..errors import TrainingError
 from ..results import coco_records, format_result, result_layout, unknown_layout
 from ..visualization import save_prediction_png
 from .coco import category_ids, image_records, write_json_array, write_pseudo_labels
@@ -259,6 +263,25 @@ class PredictionWriter(pl.Callback):
         return summary
 
 
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list]:
+    """SIGTERM while predicting: noted (the list), then a KeyboardInterrupt, Lightning's graceful stop."""
+    received: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def predict_images(module: Any, images: ImageList, options: PredictOptions, **trainer_kwargs: Any) -> Optional[PredictSummary]:
     """Predict ``images`` with a loaded ``LitDetector`` through Lightning's predict loop.
 
@@ -280,7 +303,15 @@ def predict_images(module: Any, images: ImageList, options: PredictOptions, **tr
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False, callbacks=[writer],
                          default_root_dir=options.out_dir, **trainer_kwargs)
-    trainer.predict(module, datamodule=data, return_predictions=False)
+    with _stop_signals() as received:
+        try:
+            trainer.predict(module, datamodule=data, return_predictions=False)
+        except (KeyboardInterrupt, SystemExit, RuntimeError) as exc:
+            # SIGTERM to the process group (a cluster's preemption) or Ctrl-C (Lightning exits 1): one line
+            if not received and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise TrainingError(f"stopped by {received[0] if received else 'Ctrl-C'}: the images done are kept in "
+                                f"{journal.folder}; run the same command to continue") from None
     if writer.summary is not None:
         writer.summary.predicted = share.pending
     return writer.summary

@@ -124,38 +124,69 @@ def _part_lines(out_dir):
     return total, parts
 
 
-def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(setup, tmp_path):
+@pytest.fixture(scope='module')
+def many(setup, tmp_path_factory):
+    """160 images and an uninterrupted run's files over them."""
     root, ckpt, _, _, _ = setup
-    generate_split(str(tmp_path / 'many'), 'img', 160, seed=3, size=64, max_objects=3)
-    args = ['--checkpoint', ckpt, str(tmp_path / 'many' / 'img'), '--batch-size', '2', '--workers', '1']
-    whole = run_script('predict.py', *args, '--out-dir', str(tmp_path / 'whole'))
+    folder = tmp_path_factory.mktemp('many')
+    generate_split(str(folder), 'img', 160, seed=3, size=64, max_objects=3)
+    args = ['--checkpoint', ckpt, str(folder / 'img'), '--batch-size', '2', '--workers', '1']
+    whole = run_script('predict.py', *args, '--out-dir', str(folder / 'whole'))
     assert whole.returncode == 0, whole.stderr[-3000:]
+    assert len(_load(folder / 'whole' / 'results.segm.json')) > 100
+    return args, folder / 'whole'
 
-    cut = str(tmp_path / 'cut')
+
+def _interrupted(args, out, sig, at=30):
+    """predict.py, sent ``sig`` (the whole process group, DataLoader workers included) once ``at``
+    images are recorded; returns (images recorded, the process's stderr, its exit code)."""
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, osp.join(ROOT, 'predict.py'), *args, '--out-dir', cut], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, osp.join(ROOT, 'predict.py'), *args, '--out-dir', out], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     deadline = time.time() + 300
-    while _part_lines(cut)[0] < 30 and proc.poll() is None and time.time() < deadline:
+    while _part_lines(out)[0] < at and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole group, DataLoader workers included
-    proc.wait()
-    done, parts = _part_lines(cut)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate()
+    return _part_lines(out)[0], err, proc.returncode
+
+
+def _same_files(out, whole):
+    for kind in ('bbox', 'segm'):
+        with open(osp.join(out, f'results.{kind}.json'), 'rb') as a, open(whole / f'results.{kind}.json', 'rb') as b:
+            assert a.read() == b.read(), kind
+
+
+def test_sigkill_then_the_same_command_equals_an_uninterrupted_run(many, tmp_path):
+    args, whole = many
+    cut = str(tmp_path / 'cut')
+    done, _, _ = _interrupted(args, cut, signal.SIGKILL)
+    parts = _part_lines(cut)[1]
     assert 30 <= done < 160, done  # killed in the middle
     with open(parts[0], 'r+') as f:  # and the last line torn, as a kill inside a write leaves it
         size = f.seek(0, os.SEEK_END)
         f.truncate(size - 9)
     assert not osp.exists(osp.join(cut, 'results.segm.json'))
-
     again = run_script('predict.py', *args, '--out-dir', cut)
     assert again.returncode == 0, again.stderr[-3000:]
     before = int(re.search(r'(\d+) done before \(resumed\)', again.stdout).group(1))
     assert done - 3 <= before <= done - 1  # whole blocks of 2 done before the kill; the torn line's redone
-    for kind in ('bbox', 'segm'):
-        with open(osp.join(cut, f'results.{kind}.json'), 'rb') as a, \
-                open(tmp_path / 'whole' / f'results.{kind}.json', 'rb') as b:
-            assert a.read() == b.read(), kind
-    assert len(_load(tmp_path / 'whole' / 'results.segm.json')) > 100
+    _same_files(cut, whole)
+
+
+@pytest.mark.parametrize('sig, name', [(signal.SIGTERM, 'SIGTERM'), (signal.SIGINT, 'Ctrl-C')])
+def test_sigterm_or_ctrl_c_stop_in_one_line_and_the_same_command_continues(many, tmp_path, sig, name):
+    args, whole = many
+    cut = str(tmp_path / 'cut')
+    done, err, code = _interrupted(args, cut, sig)
+    assert code == 1 and 30 <= done < 160, (code, done, err[-2000:])
+    assert 'Traceback' not in err
+    assert err.strip().splitlines()[-1] == (f'error: stopped by {name}: the images done are kept in {cut}/.predict; '
+                                           f'run the same command to continue')
+    again = run_script('predict.py', *args, '--out-dir', cut)
+    assert again.returncode == 0 and ' 0 done before' not in again.stdout, again.stderr[-3000:]
+    _same_files(cut, whole)
 
 
 def test_unreadable_image_is_one_line_and_the_output_is_quiet(setup, tmp_path):
