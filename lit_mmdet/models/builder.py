@@ -22,12 +22,14 @@ log = logging.getLogger(__name__)
 ABSURD = 1e6
 
 
-def build_model(spec: ModelSpec, init_weights: bool = True, source: str = '<config>') -> nn.Module:
+def build_model(spec: ModelSpec, init_weights: bool = True, source: str = '<config>',
+                check_weights: bool = True) -> nn.Module:
     """``build_detector`` + ``init_weights`` (+ ``rfnext_init_model``) as mmdet's ``tools/train.py``.
 
     ``spec`` is resolved (:func:`~lit_mmdet.plan.resolve_run` filled the neck's ``in_channels``, so
     the stored and exported config are concrete and load in plain mmdet). ``init_weights=False``
-    skips the initialisation that a checkpoint's weights replace anyway (mmdet's ``init_detector``).
+    skips the initialisation that a checkpoint's weights replace anyway (mmdet's ``init_detector``);
+    ``check_weights=False`` then skips the report of weights never initialised too.
     """
 
     try:
@@ -38,9 +40,9 @@ def build_model(spec: ModelSpec, init_weights: bool = True, source: str = '<conf
         raise unexpected_argument_error(exc, 'model', source) or exc from None
     if init_weights:
         model.init_weights()
-        note = uninitialised_parameters(model)  # without: a checkpoint's weights replace them all
-        if note:
-            log.warning(note)
+    note = uninitialised_parameters(model) if check_weights else None  # (not when a checkpoint replaces them)
+    if note:
+        log.warning(note)
     freeze(model, spec.frozen_parameters)
     if spec.rfsearch is not None:  # RF-Next's RFSearchHook in custom_hooks: convs wrapped, as tools/train.py
         rfnext_init_model(model, cfg=Config(dict(custom_hooks=[dict(spec.rfsearch)])))

@@ -62,7 +62,8 @@ class LitDetector(pl.LightningModule):
                  cfg_options: Optional[Sequence[str]] = None, init_weights: bool = True) -> None:
         super().__init__()
         self.plan = resolve_run(config, cfg_options)
-        self.model = build_model(self.plan.model, init_weights=init_weights, source=self.plan.filename or '<config>')
+        self.model = build_model(self.plan.model, init_weights=init_weights, source=self.plan.filename or '<config>',
+                                 check_weights=init_weights)
         self.model.cfg = self.plan.config_copy()  # as mmdet's init_detector: inference_detector reads it
         speed_up(self.model, self.plan.speed)  # channels_last / compile: backbone and neck
         self.save_hyperparameters({'config': dict(self.plan.config_dict)})
