@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import IO, Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from mmdet.core import encode_mask_results
 from pycocotools import mask as mask_util
 
-__all__ = ['category_ids', 'image_records', 'pseudo_annotation', 'write_json_array', 'write_pseudo_labels']
+__all__ = ['JsonArrayFile', 'category_ids', 'image_records', 'pseudo_annotation', 'write_json_array',
+           'write_pseudo_labels']
 
 
 def category_ids(classes: Sequence[str], categories: Optional[Sequence[dict]] = None) -> list[int]:
@@ -71,19 +72,46 @@ def image_records(result: Any, image_id: int, cat_ids: Sequence[int]) -> dict[st
     return dict(bbox=boxes, segm=masks) if seg is not None else dict(bbox=boxes)
 
 
+class _Items:
+    """The items of one JSON array, written to an open file as they come (as ``json.dumps`` of a list)."""
+
+    def __init__(self, file: IO[str]) -> None:
+        self.file, self.count = file, 0
+
+    def add(self, item: Any) -> None:
+        self.file.write((', ' if self.count else '') + json.dumps(item))
+        self.count += 1
+
+
+class JsonArrayFile:
+    """One JSON array file written item by item: to a temporary file beside ``path``, moved into place by
+    :meth:`close`; the bytes equal ``mmcv.dump`` of the same list. Several can be open at once (one
+    pass over the predictions fills every results file)."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self._tmp = path, f'{path}.tmp{os.getpid()}'
+        self._file = open(self._tmp, 'w')
+        self._file.write('[')
+        self._items = _Items(self._file)
+
+    def add(self, item: Any) -> None:
+        self._items.add(item)
+
+    def close(self) -> int:
+        """Finish the file; returns the number of items."""
+        self._file.write(']')
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self._items.count
+
+
 def write_json_array(path: str, items: Iterable[Any]) -> int:
     """``items`` as one JSON array at ``path`` (atomically: a temporary file, then renamed), written
     as they come; the bytes equal ``mmcv.dump(list(items), path)``. Returns the count."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    count = 0
-    with open(tmp, 'w') as f:
-        f.write('[')
-        for item in items:
-            f.write((', ' if count else '') + json.dumps(item))
-            count += 1
-        f.write(']')
-    os.replace(tmp, path)
-    return count
+    array = JsonArrayFile(path)
+    for item in items:
+        array.add(item)
+    return array.close()
 
 
 def pseudo_annotation(record: dict, ann_id: int) -> Optional[dict]:
@@ -119,15 +147,15 @@ def write_pseudo_labels(path: str, images: Iterable[dict], records: Iterable[dic
                     ann_id += 1
                     yield ann
     tmp = f'{path}.tmp{os.getpid()}'
-    counts = [0, 0]
     with open(tmp, 'w') as f:
-        for key, items, slot in (('images', images, 0), ('annotations', annotations(), 1)):
-            f.write(('{' if slot == 0 else ', ') + json.dumps(key) + ': [')
-            for item in items:
-                f.write((', ' if counts[slot] else '') + json.dumps(item))
-                counts[slot] += 1
-            f.write(']')
-        categories = [dict(id=i, name=name) for i, name in zip(cat_ids, classes)]
-        f.write(', "categories": ' + json.dumps(categories) + '}')
+        f.write('{"images": [')
+        written = _Items(f)
+        for image in images:
+            written.add(image)
+        f.write('], "annotations": [')
+        kept = _Items(f)
+        for ann in annotations():
+            kept.add(ann)
+        f.write('], "categories": ' + json.dumps([dict(id=i, name=name) for i, name in zip(cat_ids, classes)]) + '}')
     os.replace(tmp, path)
-    return counts[0], counts[1]
+    return written.count, kept.count

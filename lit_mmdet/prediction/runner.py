@@ -26,12 +26,15 @@ from ..data.images import (BadImage, ImageBatch, ImageDataset, ImageList, collat
 from ..errors import TrainingError
 from ..results import coco_records, format_result, result_layout, unknown_layout
 from ..visualization import save_prediction_png
-from .coco import category_ids, image_records, write_json_array, write_pseudo_labels
+from .coco import JsonArrayFile, category_ids, image_records, write_pseudo_labels
 from .journal import Journal, JournalWriter
 
 __all__ = ['PredictOptions', 'PredictSummary', 'predict_images']
 
 log = logging.getLogger(__name__)
+
+#: What a journal line holds for the results files (``extra``: one item per image).
+RESULT_KINDS = ('bbox', 'segm', 'proposal', 'records', 'extra')
 
 
 @dataclass(frozen=True)
@@ -234,26 +237,29 @@ class PredictionWriter(pl.Callback):
         trainer.strategy.barrier('predict-merged')
 
     def _write_files(self) -> PredictSummary:
-        """The results files (and pseudo-labels) from every run's lines, in input order."""
-        out = self.options.out_dir
-        summary = PredictSummary(images=len(self.images), done_before=self.share.done_before)
-        first = next((line for line in self.journal.merged() if 'failed' not in line), {})
-        kinds = [k for k in ('bbox', 'segm', 'proposal', 'records', 'extra') if k in first] or ['bbox']  # none: empty
-        for kind in kinds:
-            path = osp.join(out, f'results.{kind}.json')
-            if kind == 'extra':
-                items = (line['extra'] for line in self.journal.merged() if 'extra' in line)
-            else:
-                items = (record for line in self.journal.merged() for record in line.get(kind, ()))
-            count = write_json_array(path, items)
-            summary.files[kind] = path
-            if kind in ('bbox', 'proposal', 'records') and 'segm' not in kinds:
-                summary.detections = count
-            elif kind == 'segm':
-                summary.detections = count
-        summary.failed = sum('failed' in line for line in self.journal.merged())
+        """The results files (and pseudo-labels) from every run's lines, in input order: one pass over the
+        journal fills every results file."""
+        arrays: dict[str, JsonArrayFile] = {}
+        failed = 0
+        for line in self.journal.merged():
+            if 'failed' in line:
+                failed += 1
+                continue
+            for kind in RESULT_KINDS:
+                if kind in line:
+                    if kind not in arrays:
+                        arrays[kind] = JsonArrayFile(osp.join(self.options.out_dir, f'results.{kind}.json'))
+                    for record in ([line[kind]] if kind == 'extra' else line[kind]):
+                        arrays[kind].add(record)
+        if not arrays:  # no image could be read: an empty results file
+            arrays['bbox'] = JsonArrayFile(osp.join(self.options.out_dir, 'results.bbox.json'))
+        counts = {kind: array.close() for kind, array in arrays.items()}
+        summary = PredictSummary(images=len(self.images), done_before=self.share.done_before, failed=failed,
+                                 detections=next((counts[k] for k in ('segm', 'bbox', 'proposal', 'records')
+                                                  if k in counts), 0),
+                                 files={kind: array.path for kind, array in arrays.items()})
         if self.options.pseudo_labels:
-            kind = next(k for k in ('segm', 'bbox', 'records', 'proposal') if k in kinds or k == 'proposal')
+            kind = next(k for k in ('segm', 'bbox', 'records', 'proposal') if k in counts or k == 'proposal')
             images = (dict(id=line['id'], file_name=line['file'], width=line['width'], height=line['height'])
                       for line in self.journal.merged() if 'failed' not in line)
             records = (r for line in self.journal.merged() for r in line.get(kind, ()))
