@@ -12,7 +12,7 @@ import importlib
 import os
 import os.path as osp
 import re
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import mmcv
 from mmcv import Config, ConfigDict
@@ -164,17 +164,24 @@ def _defined(cfg: dict, name: str) -> bool:
     return True
 
 
-def define_cfg_name(cfg: dict, filename: Optional[str], source: str) -> None:
-    """``${cfg_name}``: the config's file stem, as semi-supervised codebases' train scripts set it (only
-    when the config uses it and does not define it). A variable the config does not define is one line
-    naming it, the file and ``--config-hook``."""
-    used = config_variables(cfg)
-    if 'cfg_name' in used and 'cfg_name' not in cfg and filename:
-        cfg['cfg_name'] = osp.splitext(osp.basename(filename))[0]
-    missing = sorted(name for name in used if not _defined(cfg, name))
+def _with_variables(cfg: Config, source: str) -> Config:
+    """``cfg`` ready for mmdet's ``replace_cfg_vals``: ``${cfg_name}`` is the config's file stem, as
+    semi-supervised codebases' train scripts set it (only when the config uses it and does not define
+    it); a variable the config does not define is one line naming it, the file and ``--config-hook``."""
+    values = config_dict(cfg)
+    used = config_variables(values)
+    if not used:
+        return cfg
+    if 'cfg_name' in used and 'cfg_name' not in values and isinstance(cfg.filename, str):
+        raw = values.to_dict()
+        raw['cfg_name'] = osp.splitext(osp.basename(cfg.filename))[0]
+        cfg = Config(raw, filename=cfg.filename)
+        values = config_dict(cfg)
+    missing = sorted(name for name in used if not _defined(values, name))
     if missing:
         raise ConfigError(f"{source}: ${{{missing[0]}}} is used but not defined in the config; define "
                           f"{missing[0]} = ..., or have your codebase's patch set it (--config-hook module:function)")
+    return cfg
 
 
 def load_config(config: ConfigLike,
@@ -201,12 +208,7 @@ def load_config(config: ConfigLike,
     else:
         source = os.fspath(config)
         cfg = _read_file(source)
-    raw = config_dict(cfg).to_dict()
-    if 'cfg_name' not in raw and config_variables(raw):
-        define_cfg_name(raw, cfg.filename if isinstance(cfg.filename, str) else None, source or '<config>')
-        if 'cfg_name' in raw:
-            cfg = Config(raw, filename=cfg.filename)
-    cfg = replace_cfg_vals(cfg)
+    cfg = replace_cfg_vals(_with_variables(cfg, source or '<config>'))
     update_data_root(cfg)
     overrides = parse_cfg_options(cfg_options)
     if overrides:

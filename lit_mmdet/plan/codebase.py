@@ -15,6 +15,7 @@ from ..errors import ConfigError
 
 __all__ = ['CodebaseSteps', 'load_config_hook', 'pop_frozen_parameters', 'run_config_hook']
 
+
 @dataclass(frozen=True)
 class CodebaseSteps:
     """The codebase train-script steps a run took (``train.py --dry-run`` shows them).
@@ -22,12 +23,12 @@ class CodebaseSteps:
     Attributes:
         config_hook: ``module:function`` that patched the loaded config, else None.
         scoped_types: ``(key, unscoped, scoped)`` for each type found in a codebase's child registry.
-        frozen_parameters: ``model.frozen_parameters``: a parameter whose name contains one is frozen.
+
+    (``model.frozen_parameters`` is the model's: ``ModelSpec.frozen_parameters``.)
     """
 
     config_hook: Optional[str] = None
     scoped_types: tuple = ()
-    frozen_parameters: tuple = ()
 
     def lines(self) -> list[str]:
         out = []
@@ -35,8 +36,6 @@ class CodebaseSteps:
             out.append(f'config hook: {self.config_hook} patched the config (after --work-dir / --cfg-options)')
         out += [f'scoped type: {key} {old!r} -> {new!r} (a codebase\'s child registry)'
                 for key, old, new in self.scoped_types]
-        if self.frozen_parameters:
-            out.append(f'model.frozen_parameters: {list(self.frozen_parameters)}')
         return out
 
 

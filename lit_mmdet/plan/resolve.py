@@ -79,7 +79,7 @@ class RunPlan:
         early_stopping: ``EarlyStoppingHook`` in ``custom_hooks`` (mmengine's), else None.
         speed: The ``speed`` switches.
         cfg_options: The ``--cfg-options`` the plan was resolved with (as given).
-        codebase: The codebase train-script steps taken (config hook, scoped types, frozen parameters).
+        codebase: The codebase train-script steps taken (config hook, scoped types).
     """
 
     cfg: Any
@@ -241,7 +241,6 @@ def _resolve(config: ConfigLike, cfg_options: Union[None, Sequence[str], Mapping
     if settings.resume_every is not None:  # --resume-every: written where the config keeps it
         cfg.checkpoint_config = dict(cfg.get('checkpoint_config') or {}, resume_every=settings.resume_every)
     model = model_spec(cfg)
-    codebase = dataclasses.replace(codebase, frozen_parameters=model.frozen_parameters)
     hooks = hook_specs(cfg.get('lr_config'), cfg.get('momentum_config'), cfg.get('custom_hooks'))
     num_class_check, invalid_loss_interval = carried_hooks(cfg.get('custom_hooks'))
     return RunPlan(

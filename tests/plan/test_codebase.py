@@ -61,6 +61,8 @@ def test_cfg_name_and_undefined_variables(tmp_path):
     with pytest.raises(ConfigError, match=r"bad_vars\.py: \$\{teacher\} is used but not defined in the config; "
                                           r"define teacher = \.\.\., or .*--config-hook module:function"):
         load_config(_config(tmp_path, 'bad_vars.py', "ema = dict(model='${teacher}')"))
+    with pytest.raises(ConfigError, match=r"bad_vars2\.py: \$\{teacher\} is used but not defined"):  # cfg_name given too
+        load_config(_config(tmp_path, 'bad_vars2.py', "cfg_name = 'mine'", "ema = dict(model='${teacher}')"))
 
 
 def test_config_hook_swaps_the_wrapper_in_and_work_dir_is_exported(tmp_path, shapes_dir):
