@@ -59,8 +59,6 @@ class ImageEntry:
     path: str
     image_id: int
     file_name: str
-    width: Optional[int] = None
-    height: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -102,8 +100,7 @@ def _coco(path: str, img_prefix: Optional[str]) -> tuple[list[tuple], tuple]:
     if not isinstance(data, dict) or not isinstance(data.get('images'), list):
         raise ConfigError(f"'{path}' has no 'images' list: give a COCO json (or a .txt of image paths)")
     prefix = img_prefix if img_prefix is not None else osp.dirname(osp.abspath(path))
-    images = [(osp.join(prefix, im['file_name']), int(im['id']), im['file_name'], im.get('width'),
-               im.get('height')) for im in data['images']]
+    images = [(osp.join(prefix, im['file_name']), int(im['id']), im['file_name']) for im in data['images']]
     return images, tuple(data.get('categories') or ())
 
 
@@ -116,19 +113,19 @@ def list_images(inputs: Sequence[str], img_prefix: Optional[str] = None) -> Imag
     for item in inputs:
         path = os.fspath(item)
         if osp.isdir(path):
-            rows += [(p, None, osp.abspath(p), None, None) for p in _folder(path)]
+            rows += [(p, None, osp.abspath(p)) for p in _folder(path)]
         elif path.lower().endswith('.json') and osp.isfile(path):
             images, cats = _coco(path, img_prefix)
             rows += images
             categories = categories or cats or None
         elif path.lower().endswith('.txt') and osp.isfile(path):
-            rows += [(p, None, osp.abspath(p), None, None) for p in _text_file(path)]
+            rows += [(p, None, osp.abspath(p)) for p in _text_file(path)]
         elif osp.isfile(path):
-            rows.append((path, None, osp.abspath(path), None, None))
+            rows.append((path, None, osp.abspath(path)))
         else:
             raise ConfigError(f"input '{path}' not found; give image files, folders, a .txt of paths or a COCO .json")
-    entries = tuple(ImageEntry(index=i, path=p, image_id=i + 1 if image_id is None else image_id, file_name=name,
-                               width=w, height=h) for i, (p, image_id, name, w, h) in enumerate(rows))
+    entries = tuple(ImageEntry(index=i, path=p, image_id=i + 1 if image_id is None else image_id, file_name=name)
+                    for i, (p, image_id, name) in enumerate(rows))
     return ImageList(entries, categories)
 
 

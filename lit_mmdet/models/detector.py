@@ -29,10 +29,10 @@ from ..data.parallel import DetectorWrapper
 from ..errors import TrainingError, unknown_type_error
 from ..evaluation import encode_results, evaluate_on_rank0, gather_results
 from ..plan import RunPlan, resolve_run
+from ..prediction.stream import Prediction, infer_batch, iter_predictions
 from ..runtime.assembly import (PendingState, RunRecord, accumulation_for, channels_last_batch, last_note,
                                 optimizer_cfg, run_callbacks, speed_up)
 from .builder import build_model
-from ..prediction.stream import Prediction, infer_batch, iter_predictions
 from .inference import infer, predict
 
 

@@ -163,10 +163,9 @@ class _Progress:
             print(f'predict [{self.done}/{self.total}]  {rate:.1f} images/s, eta: '
                   f'{eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}', flush=True)
 
-    def close(self) -> float:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        return time.monotonic() - self.start
 
 
 class PredictionWriter(pl.Callback):

@@ -2,7 +2,6 @@
 yielded one image at a time in input order, never all held at once)."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
@@ -36,9 +35,9 @@ def infer_batch(module: Any, batch: ImageBatch) -> list:
         return []
     try:
         return module._infer(batch.inputs)
-    except Exception:  # noqa: BLE001 - retried image by image, each failure reported and counted
+    except Exception as exc:  # noqa: BLE001 - retried image by image, each failure reported and counted
         if len(batch.indices) == 1:
-            return [_failed(batch.indices[0], batch.paths[0])]
+            return [_failed(batch.indices[0], batch.paths[0], exc)]
     dataset = ImageDataset([ImageEntry(i, p, i + 1, p) for i, p in zip(batch.indices, batch.paths)],
                            inference_pipeline(module.plan.config_copy()))
     results: list = []
@@ -46,13 +45,12 @@ def infer_batch(module: Any, batch: ImageBatch) -> list:
         alone = collate_images([dataset[k]])
         try:
             results += module._infer(alone.inputs)
-        except Exception:  # noqa: BLE001
-            results.append(_failed(index, path))
+        except Exception as exc:  # noqa: BLE001
+            results.append(_failed(index, path, exc))
     return results
 
 
-def _failed(index: int, path: str) -> BadImage:
-    exc = sys.exc_info()[1]
+def _failed(index: int, path: str, exc: Exception) -> BadImage:
     return BadImage(index, path, f'the model raised {type(exc).__name__}: {one_line(exc)}')
 
 

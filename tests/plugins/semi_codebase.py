@@ -27,7 +27,7 @@ class ToyTeacherStudent(BaseDetector):
         return self.student.simple_test(img, img_metas, **kwargs)
 
     def aug_test(self, imgs, img_metas, **kwargs):
-        raise NotImplementedError
+        return self.student.aug_test(imgs, img_metas, **kwargs)
 
 
 def patch_config(cfg):
