@@ -38,7 +38,8 @@ def dry_run(config: Union[RunPlan, ConfigLike], cfg_options: Union[None, Sequenc
     plan = resolve_run(config, cfg_options, settings)
     console_logging(plan.log.level)
     lines = [f'config: {plan.filename or "<dict>"}  ({len(plan.config_dict)} keys)',
-             format_rows(runtime_key_rows(plan)), *plan.codebase.lines(), '']
+             format_rows(runtime_key_rows(plan)), *plan.codebase.lines(),
+             *filter(None, [plan.data.train_sampler.line()]), '']
     print('\n'.join(lines), flush=True)
     model = build_model(plan.model, init_weights=False)
     params = sum(p.numel() for p in model.parameters())

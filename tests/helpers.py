@@ -266,8 +266,8 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
     (what its CUDA path does with ``device_ids``). ``evaluation=dict(type=...)`` is built from mmcv's
     registry with the validation loader, as codebases' own train scripts do (mmdet's would hand
     ``type`` to ``dataset.evaluate``). ``codebase``: a toolbox module whose own ``build_detector`` /
-    ``build_dataset`` (its scoped child registries) its train script calls instead of mmdet's, on the
-    config as written (unscoped types). No runner sleeps; returns the ``.log.json`` path."""
+    ``build_dataset`` (its scoped child registries) and, when it has one, ``build_dataloader`` (its
+    samplers) its train script calls instead of mmdet's, on the config as written (unscoped types). No runner sleeps; returns the ``.log.json`` path."""
     import os.path as osp
     import time
 
@@ -308,6 +308,8 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
                 node = node[part]
             node['type'] = unscoped
         build_detector, build_dataset = codebase.build_detector, codebase.build_dataset
+        if cfg.get('use_infinite_sampler') is not None:  # the few-shot train script's switch, for its loader
+            cfg.data.setdefault('train_dataloader', {})['use_infinite_sampler'] = cfg.use_infinite_sampler
     cfg.work_dir, cfg.gpu_ids, cfg.device = work_dir, [0], 'cpu'
     os.makedirs(work_dir, exist_ok=True)
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
@@ -323,7 +325,9 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
     if cfg.get('checkpoint_config') is not None:
         cfg.checkpoint_config.meta = dict(mmdet_version=__version__, CLASSES=datasets[0].CLASSES)
     model.CLASSES = datasets[0].CLASSES
-    saved = mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook
+    saved = mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook, mmdet_train.build_dataloader
+    if hasattr(codebase, 'build_dataloader'):  # the codebase's own loaders (its samplers)
+        mmdet_train.build_dataloader = codebase.build_dataloader
     mmdet_train.build_ddp = lambda model, device, *args, **kwargs: CpuMMDDP(
         model, broadcast_buffers=False, find_unused_parameters=kwargs.get('find_unused_parameters', False))
     if 'type' in (cfg.get('evaluation') or {}):
@@ -338,7 +342,7 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
             train_detector(model, datasets, cfg, distributed=distributed, validate=True, timestamp=timestamp,
                            meta=meta)
     finally:
-        mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook = saved
+        mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook, mmdet_train.build_dataloader = saved
     return osp.join(work_dir, f'{timestamp}.log.json')
 
 

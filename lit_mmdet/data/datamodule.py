@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch.distributed as dist
+from mmcv.runner import get_dist_info
 from mmdet.datasets import build_dataloader, build_dataset, replace_ImageToTensor
 from torch.utils.data import DataLoader
 from typing_extensions import override
@@ -27,6 +28,7 @@ from ..plan import RunPlan, resolve_run
 from ..plan.data_paths import check_split_paths
 from .bad_images import guard_images
 from .batch import FlatteningCollate, PinnableCollate
+from .codebase_samplers import build_codebase_sampler
 from .samplers import WORKER_RNG, WorkerInit, resumable_loader
 
 
@@ -119,10 +121,18 @@ class MMDetDataModule(pl.LightningDataModule):
 
     def _train_loader(self, dataset: Any, runner_type: Optional[str] = None) -> DataLoader:
         """mmdet's training loader for the config's runner: ``IterBasedRunner`` configs get mmdet's
-        endless ``InfiniteGroupBatchSampler`` (one order for the whole run), others its epoch samplers."""
-        runner_type = runner_type or self.spec.runner_type
+        endless ``InfiniteGroupBatchSampler`` (one order for the whole run), others its epoch samplers
+        (also where a codebase's sampler replaces mmdet's: :meth:`_codebase_sampler`)."""
+        runner_type = self.spec.train_sampler.loader_runner_type(runner_type or self.spec.runner_type)
         return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
                             runner_type=runner_type)
+
+    def _codebase_sampler(self, dataset: Any) -> Any:
+        """The training sampler a codebase's own ``build_dataloader`` builds (``use_infinite_sampler=True``,
+        ``data.sampler.train``), else None (mmdet's)."""
+        rank, world_size = get_dist_info()
+        samples_per_gpu = self.spec.loader_args('train').get('samples_per_gpu', 2)
+        return build_codebase_sampler(self.spec.train_sampler, dataset, samples_per_gpu, world_size, rank, self.seed)
 
     def resume_train_order(self, state: dict) -> None:
         """The next training loader continues an interrupted epoch (``ResumeState`` hands the
@@ -147,7 +157,7 @@ class MMDetDataModule(pl.LightningDataModule):
         """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
         (``loader.batch_sampler.sampler``), or a :class:`ResumableStream` over mmdet's endless batch
         sampler (``IterBasedRunner``), so an interrupted run resumes exactly."""
-        loader = resumable_loader(self._train_loader(self.train_dataset))
+        loader = resumable_loader(self._train_loader(self.train_dataset), self._codebase_sampler(self.train_dataset))
         if self._train_order is not None:
             loader.batch_sampler.replay(self._train_order)
             loader.worker_init_fn.resume = self._train_order.get('workers')

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler, get_worker_info
+from torch.utils.data import BatchSampler, DataLoader, Sampler, get_worker_info
 
 __all__ = ['ResumableBatchSampler', 'ResumableStream', 'resumable_loader', 'WorkerInit', 'WorkerRng', 'WorkerRngCollate', 'WORKER_RNG']
 
@@ -224,13 +224,20 @@ class ResumableStream(Sampler[list[int]]):
             yield batch
 
 
-def resumable_loader(loader: DataLoader) -> DataLoader:
+def resumable_loader(loader: DataLoader, sampler: Optional[Sampler] = None) -> DataLoader:
     """The same DataLoader (dataset, workers, collate, seeding) batching through a
     :class:`ResumableBatchSampler` over its sampler (mmdet's epoch-based loaders) or a
     :class:`ResumableStream` over its batch sampler (mmdet's ``IterBasedRunner`` loaders, which
-    have ``batch_size=None``), its workers' RNG states in the batches."""
-    if loader.batch_size is None:
-        batch_sampler: Sampler = ResumableStream(loader.batch_sampler)
+    have ``batch_size=None``), its workers' RNG states in the batches.
+
+    ``sampler``: a codebase's sampler instead of the loader's, batched by the loader's batch size; one
+    marked ``endless`` (never exhausted) becomes a :class:`ResumableStream`."""
+    if sampler is not None and getattr(sampler, 'endless', False):
+        batch_sampler: Sampler = ResumableStream(BatchSampler(sampler, loader.batch_size, drop_last=False))
+    elif sampler is not None:
+        batch_sampler = ResumableBatchSampler(sampler, loader.batch_size, drop_last=loader.drop_last)
+    elif loader.batch_size is None:
+        batch_sampler = ResumableStream(loader.batch_sampler)
     else:
         batch_sampler = ResumableBatchSampler(loader.sampler, loader.batch_size, drop_last=loader.drop_last)
     kwargs: dict[str, Any] = dict(num_workers=loader.num_workers, collate_fn=WorkerRngCollate(loader.collate_fn),

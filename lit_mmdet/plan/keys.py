@@ -177,6 +177,8 @@ DESCRIBE: dict[str, Callable[['RunPlan'], tuple[str, str]]] = {
     'train_cfg': _const(MMDET, 'build_detector(train_cfg=...)'),
     'test_cfg': _const(MMDET, 'build_detector(test_cfg=...)'),
     'data': _const(MMDET, "MMDetDataModule: mmdet's build_dataset / build_dataloader (train_detector's arguments)"),
+    'use_infinite_sampler': _const(LIT_MMDET, "a few-shot codebase's build_dataloader switch: its samplers' order "
+                                             "(see the sampler line below)"),
     'optimizer': _const(MMDET, "mmdet's build_optimizer (configure_optimizers)"),
     'optimizer_config': _optimizer_config,
     'fp16': _const(LIGHTNING, "precision 16-mixed with mmcv's loss scaling on CUDA; fp32 with a warning on CPU"),

@@ -13,6 +13,7 @@ import torch
 from mmcv import Config
 
 from ..errors import ConfigError
+from .samplers import TrainSampler
 
 
 __all__ = ['CheckpointPolicy', 'DataSpec', 'DevicePolicy', 'EarlyStopPolicy', 'EvalPolicy', 'HookSpec', 'LoadPolicy',
@@ -396,12 +397,14 @@ class DataSpec:
         seed: Seed for samplers and worker seeding (the run's).
         runner_type: ``'EpochBasedRunner'`` or ``'IterBasedRunner'`` (the training sampler follows it).
         skip_bad_images: Skip (and count) unreadable training images instead of stopping.
+        train_sampler: mmdet's training sampler or a codebase's (:mod:`~lit_mmdet.plan.samplers`).
     """
 
     cfg: Mapping[str, Any]
     seed: Optional[int] = None
     runner_type: str = 'EpochBasedRunner'
     skip_bad_images: bool = False
+    train_sampler: TrainSampler = field(default_factory=TrainSampler)
 
     def loader_args(self, split: str) -> dict:
         """``data.<split>_dataloader`` (after ``compat_cfg``)."""

@@ -38,6 +38,7 @@ from .policies import (CheckpointPolicy, DataSpec, DevicePolicy, EarlyStopPolicy
 from .readers import (device_policy, load_policy, loader_switches, optimizer_policy, process_policy, read_runner,
                       read_seed, speed_switches)
 from .codebase import CodebaseSteps, run_config_hook
+from .samplers import read_train_sampler
 from .scopes import resolve_scoped_types
 from .settings import RunSettings
 
@@ -167,20 +168,6 @@ def codebase_steps(cfg: Any, settings: RunSettings) -> tuple[Any, CodebaseSteps]
     return cfg, CodebaseSteps(config_hook=hook or None, scoped_types=tuple(scoped))
 
 
-def _refuse_codebase_samplers(data: Any, source: str) -> None:
-    """Samplers that codebases' own ``build_dataloader`` builds (not mmdet 2.28's): one line, never a
-    different sample order without a word."""
-    for split in ('train', 'val', 'test'):
-        if 'use_infinite_sampler' in (data.get(f'{split}_dataloader') or {}):
-            raise ConfigError(f"{source}: data.{split}_dataloader.use_infinite_sampler is read by a few-shot codebase's "
-                              f"own build_dataloader, which lit_mmdet does not reproduce yet; remove it to train with "
-                              f"mmdet's samplers (a different sample order from that codebase's)")
-    if data.get('sampler') is not None:
-        raise ConfigError(f"{source}: data.sampler names a codebase's own sampler (its Registry('sampler')), which "
-                          f"lit_mmdet does not build yet; remove it to train with mmdet's group sampler (no "
-                          f"labelled/unlabelled balance)")
-
-
 def _data_spec(cfg: Any, seed: int, runner_type: str, settings: RunSettings) -> DataSpec:
     """``data`` after mmdet's ``compat_cfg`` (which needs all three splits)."""
 
@@ -191,8 +178,8 @@ def _data_spec(cfg: Any, seed: int, runner_type: str, settings: RunSettings) -> 
                               f'data.val and data.test, e.g. data=dict({split}=dict(type=..., '
                               f'ann_file=..., img_prefix=..., pipeline=...))')
     compat = compat_cfg(cfg)
-    _refuse_codebase_samplers(compat.data, cfg.filename if isinstance(cfg.filename, str) else '<config>')
-    return DataSpec(cfg=compat.data, seed=seed, runner_type=runner_type,
+    sampler = read_train_sampler(cfg, compat.data, runner_type, cfg.filename if isinstance(cfg.filename, str) else '<config>')
+    return DataSpec(cfg=compat.data, seed=seed, runner_type=runner_type, train_sampler=sampler,
                     skip_bad_images=bool(settings.skip_bad_images or data.get('skip_bad_images', False)))
 
 

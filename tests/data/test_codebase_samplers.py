@@ -1,0 +1,111 @@
+"""Training samplers of codebases' own ``build_dataloader``: the same batches as that codebase's loader
+(``tests.plugins.fewshot_codebase``, ``tests.plugins.semi_codebase``), in 1 and 2 processes."""
+import itertools
+
+import numpy as np
+import pytest
+from mmcv.runner.iter_based_runner import IterLoader
+from mmdet.datasets import build_dataset
+from mmdet.utils import compat_cfg
+
+from lit_mmdet import MMDetDataModule
+from lit_mmdet.data.samplers import ResumableBatchSampler, ResumableStream
+from tests.helpers import in_process_group, mmdet_train_loader, no_runner_sleep
+from tests.plugins import fewshot_codebase
+
+BATCHES = 11  # 8 images, 2 per batch: past two epochs (and two dummy epochs of the endless samplers)
+
+
+def _names(batch):
+    return [m['ori_filename'] for m in batch['img_metas'].data[0]]
+
+
+def _two_groups(dataset):
+    dataset.flag = np.array([int(i in (0, 1, 2, 5, 6)) for i in range(len(dataset))], dtype=np.uint8)
+
+
+def _ours(cfg, seed):
+    """lit_mmdet's training batches as Lightning draws them: epoch after epoch, ``set_epoch`` on the
+    batch sampler's sampler before each (a finite loader), or one stream."""
+    data = MMDetDataModule(cfg, seed=seed)
+    data.setup('fit')
+    _two_groups(data.train_dataset)
+    loader = data.train_dataloader()
+    if isinstance(loader.batch_sampler, ResumableStream):
+        return [_names(b) for b in itertools.islice(loader, BATCHES)], loader
+    out = []
+    for epoch in itertools.count():
+        if hasattr(loader.batch_sampler.sampler, 'set_epoch'):
+            loader.batch_sampler.sampler.set_epoch(epoch)
+        out += [_names(b) for b in loader]
+        if len(out) >= BATCHES:
+            return out[:BATCHES], loader
+
+
+def _theirs(cfg, seed, infinite, dist):
+    """The few-shot codebase's own loader under mmcv's IterLoader (its IterBasedRunner)."""
+    cfg = compat_cfg(cfg)
+    dataset = build_dataset(cfg.data.train)
+    _two_groups(dataset)
+    loader = IterLoader(fewshot_codebase.build_dataloader(dataset, 2, 0, dist=dist, seed=seed,
+                                                          use_infinite_sampler=infinite))
+    with no_runner_sleep():
+        return [_names(next(loader)) for _ in range(BATCHES)]
+
+
+def _orders(rank, world_size, cfg, infinite):
+    np.random.seed(rank)
+    ours, loader = _ours(cfg, 5)
+    np.random.seed(rank)
+    theirs = _theirs(cfg, 5, infinite, world_size > 1)
+    plain = cfg.copy()
+    plain.data = cfg.data.copy()
+    plain.data.pop('train_dataloader')  # mmdet's own loader for the same runner
+    np.random.seed(rank)
+    mmdet = [_names(b) for b in itertools.islice(mmdet_train_loader(plain, seed=5, dist=world_size > 1), BATCHES)]
+    return ours, theirs, mmdet, type(loader.batch_sampler).__name__
+
+
+def _fewshot_cfg(cfg, infinite):
+    cfg.runner = dict(type='IterBasedRunner', max_iters=BATCHES)
+    cfg.data.train_dataloader = dict(use_infinite_sampler=infinite)
+    return cfg
+
+
+@pytest.mark.parametrize('infinite', [False, True])
+def test_few_shot_order_is_its_build_dataloader_in_one_process(tiny_cfg, infinite):
+    ours, theirs, mmdet, kind = _orders(0, 1, _fewshot_cfg(tiny_cfg, infinite), infinite)
+    assert ours == theirs and len({n for b in ours for n in b}) == 8
+    assert all(len(b) == 2 for b in ours)
+    assert kind == ('ResumableStream' if infinite else 'ResumableBatchSampler')
+    if not infinite:  # finite epochs are not mmdet's endless InfiniteGroupBatchSampler
+        assert ours != mmdet
+
+
+@pytest.mark.parametrize('infinite', [False, True])
+def test_few_shot_order_is_its_build_dataloader_on_two_processes(tiny_cfg, infinite):
+    results = in_process_group(_orders, 2, _fewshot_cfg(tiny_cfg, infinite), infinite)
+    for rank, (ours, theirs, mmdet, _) in enumerate(results):
+        assert ours == theirs, rank
+        assert ours != mmdet, rank  # neither mmdet's InfiniteGroupBatchSampler's order
+    assert results[0][0] != results[1][0]
+
+
+def test_few_shot_infinite_sampler_has_the_dataset_length_and_resumes(tiny_cfg):
+    """``len(runner.data_loader)`` is the codebase's (the dataset's size in batches); a checkpoint's
+    position continues the stream."""
+    data = MMDetDataModule(_fewshot_cfg(tiny_cfg, True), seed=5)
+    data.setup('fit')
+    stream = data.train_dataloader().batch_sampler
+    assert isinstance(stream, ResumableStream) and len(stream.stream) == 4
+    batches = list(itertools.islice(stream, 9))
+    state = stream.state_at(6)
+    resumed = data.train_dataloader().batch_sampler
+    resumed.replay(state)
+    assert list(itertools.islice(resumed, 3)) == batches[6:]
+
+
+def test_finite_epochs_under_an_iter_based_runner_are_resumable(tiny_cfg):
+    data = MMDetDataModule(_fewshot_cfg(tiny_cfg, False), seed=5)
+    data.setup('fit')
+    assert isinstance(data.train_dataloader().batch_sampler, ResumableBatchSampler)
