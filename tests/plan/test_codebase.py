@@ -154,11 +154,34 @@ def test_multi_branch_samples_are_flattened_into_the_batch(tiny_cfg):
     assert torch.isfinite(outputs['loss']) and outputs['num_samples'] == 2 * per_gpu
 
 
-@pytest.mark.parametrize('line, key', [("data = dict(train_dataloader=dict(use_infinite_sampler=False))",
-                                        'data.train_dataloader.use_infinite_sampler'),
-                                       ("data = dict(sampler=dict(train=dict(type='SemiBalanceSampler')))",
-                                        'data.sampler')])
-def test_codebase_samplers_are_refused_not_ignored(tmp_path, shapes_dir, line, key):
+@pytest.mark.parametrize('line, runner, kind', [
+    ("data = dict(train_dataloader=dict(use_infinite_sampler=False))", 'IterBasedRunner', 'epochs'),
+    ("use_infinite_sampler = False", 'EpochBasedRunner', 'mmdet'),
+    ("use_infinite_sampler = True", 'IterBasedRunner', 'infinite'),
+    ("data = dict(train_dataloader=dict(use_infinite_sampler=True))", 'IterBasedRunner', 'infinite')])
+def test_use_infinite_sampler_chooses_the_few_shot_samplers(tmp_path, shapes_dir, line, runner, kind):
+    length = 'max_epochs=1' if runner == 'EpochBasedRunner' else 'max_iters=4'
+    config = _config(tmp_path, 'sampler.py', line + f"\nrunner = dict(_delete_=True, type='{runner}', {length})")
+    plan = resolve_run(config, tiny_options(shapes_dir))
+    assert plan.data.train_sampler.kind == kind
+    assert 'use_infinite_sampler' not in plan.data.loader_args('train')  # never handed to mmdet's build_dataloader
+    assert (plan.data.train_sampler.line() is None) == (kind == 'mmdet')
+
+
+@pytest.mark.parametrize('line, message', [
+    ("use_infinite_sampler = True\nrunner = dict(_delete_=True, type='EpochBasedRunner', max_epochs=1)",
+     r"sampler\.py: use_infinite_sampler=True with an EpochBasedRunner: .*InfiniteEpochBasedRunner.*IterBasedRunner"),
+    ("data = dict(val_dataloader=dict(use_infinite_sampler=True))",
+     r"data\.val_dataloader\.use_infinite_sampler: evaluation loaders are finite"),
+    ("use_infinite_sampler = True\ndata = dict(train_dataloader=dict(use_infinite_sampler=False))", 'disagree'),
+    ("data = dict(sampler=dict(train=dict(type='SemiBalanceSampler'), val=dict(type='X')))",
+     r"data\.sampler\.val: only data\.sampler\.train is built"),
+    ("data = dict(sampler=dict(train=dict(type='NoSuchSampler')))",
+     r"data\.sampler\.train\.type='NoSuchSampler' is not a registered sampler \(no Registry\('sampler'\).*custom_imports"),
+    ("use_infinite_sampler = False\ndata = dict(sampler=dict(train=dict(type='X')))", 'both choose the training sampler'),
+])
+def test_codebase_sampler_keys_that_cannot_be_honoured_are_one_line(tmp_path, shapes_dir, line, message):
     config = _config(tmp_path, 'sampler.py', line)
-    with pytest.raises(ConfigError, match=rf"sampler\.py: {key.replace('.', '[.]')} .*lit_mmdet does not"):
+    with pytest.raises(ConfigError, match=message) as info:
         resolve_run(config, tiny_options(shapes_dir))
+    assert '\n' not in str(info.value)

@@ -15,7 +15,7 @@ import torch
 from mmcv.runner.hooks.logger.text import TextLoggerHook
 
 from lit_mmdet.plan import WandbOptions
-from tests.helpers import SHAPES_CONFIG, mmcv_json_log, run_script, tiny_options, tools_train
+from tests.helpers import SHAPES_CONFIG, cli_options, mmcv_json_log, run_script, tiny_options, tools_train
 
 SKIP = {'mode', 'epoch', 'iter', 'lr', 'time', 'data_time', 'memory', 'grad_norm'}
 IMG_NORM = "dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)"
@@ -205,3 +205,35 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
     result, _ = _train_both(tmp_path, str(config), options, monkeypatch, 4, 'segm_mAP', codebase=scoped_toolbox)
     assert type(result.module.model).__name__ == 'ToolboxSOLO'
     assert result.plan.codebase.scoped_types[0] == ('model.type', 'ToolboxSOLO', 'toolbox.ToolboxSOLO')
+
+
+@pytest.mark.slow
+def test_few_shot_codebase_trains_as_under_its_own_train_script(tmp_path, shapes_dir, monkeypatch, trained_weights):
+    """A few-shot codebase under an IterBasedRunner, ``use_infinite_sampler=False`` (mmdet's finite group
+    sampler restarted by mmcv's IterLoader: 10 iterations over 4-batch epochs) and ``frozen_parameters``:
+    under its own train script (its build_dataloader and build_detector) and under lit_mmdet, equal
+    losses and metrics; ``--dry-run`` shows the sampler and the frozen parameters."""
+    from tests.plugins import fewshot_codebase
+    config = tmp_path / 'fewshot.py'
+    config.write_text(f'''_base_ = '{SHAPES_CONFIG}'
+custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.fewshot_codebase'], allow_failed_imports=False)
+load_from = '{trained_weights}'
+model = dict(frozen_parameters=['backbone', 'neck'])
+data = dict(samples_per_gpu=2, workers_per_gpu=0, persistent_workers=False,
+            train_dataloader=dict(use_infinite_sampler=False))
+runner = dict(_delete_=True, type='IterBasedRunner', max_iters=10)
+lr_config = dict(warmup_iters=2)
+evaluation = dict(interval=10, metric=['segm'])
+checkpoint_config = dict(interval=10)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+''')
+    options = {k: v for k, v in tiny_options(shapes_dir).items() if k not in (
+        'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent_workers')}
+    result, _ = _train_both(tmp_path, str(config), options, monkeypatch, 10, 'segm_mAP', codebase=fewshot_codebase)
+    assert result.plan.data.train_sampler.kind == 'epochs'
+    frozen = [n for n, p in result.module.model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(('backbone', 'neck')) for n in frozen)
+    out = run_script('train.py', '--config', str(config), '--dry-run', '--cfg-options', *cli_options(options))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'sampler: data.train_dataloader.use_infinite_sampler=False' in out.stdout
+    assert 'model.frozen_parameters:' in out.stdout
