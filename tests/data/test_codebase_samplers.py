@@ -10,34 +10,36 @@ from mmdet.utils import compat_cfg
 
 from lit_mmdet import MMDetDataModule
 from lit_mmdet.data.samplers import ResumableBatchSampler, ResumableStream
-from tests.helpers import in_process_group, no_runner_sleep
-from tests.plugins import fewshot_codebase
+from lit_mmdet.plan import RunSettings
+from tests.helpers import SHAPES_CONFIG, in_process_group, no_runner_sleep, tiny_options
+from tests.plugins import fewshot_codebase, semi_codebase
 
 BATCHES = 11  # 8 images, 2 per batch: past two epochs (and two dummy epochs of the endless samplers)
 
 
-def _names(batch):
-    return [m['ori_filename'] for m in batch['img_metas'].data[0]]
+def _names(batch, tags=False):
+    return [(m['ori_filename'], m['tag']) if tags else m['ori_filename'] for m in batch['img_metas'].data[0]]
 
 
 def _two_groups(dataset):
     dataset.flag = np.array([int(i in (0, 1, 2, 5, 6)) for i in range(len(dataset))], dtype=np.uint8)
 
 
-def _ours(cfg, seed):
+def _ours(cfg, seed, tags=False):
     """lit_mmdet's training batches as Lightning draws them: epoch after epoch, ``set_epoch`` on the
     batch sampler's sampler before each (a finite loader), or one stream."""
     data = MMDetDataModule(cfg, seed=seed)
     data.setup('fit')
-    _two_groups(data.train_dataset)
+    if not tags:
+        _two_groups(data.train_dataset)
     loader = data.train_dataloader()
     if isinstance(loader.batch_sampler, ResumableStream):
-        return [_names(b) for b in itertools.islice(loader, BATCHES)], loader
+        return [_names(b, tags) for b in itertools.islice(loader, BATCHES)], loader
     out = []
     for epoch in itertools.count():
         if hasattr(loader.batch_sampler.sampler, 'set_epoch'):
             loader.batch_sampler.sampler.set_epoch(epoch)
-        out += [_names(b) for b in loader]
+        out += [_names(b, tags) for b in loader]
         if len(out) >= BATCHES:
             return out[:BATCHES], loader
 
@@ -108,3 +110,40 @@ def test_finite_epochs_under_an_iter_based_runner_are_resumable(tiny_cfg):
     data = MMDetDataModule(_fewshot_cfg(tiny_cfg, False), seed=5)
     data.setup('fit')
     assert isinstance(data.train_dataloader().batch_sampler, ResumableBatchSampler)
+
+
+def semi_options(shapes_dir):
+    """The tiny options for the semi-supervised plugin's config (which writes its own data.train)."""
+    return {k: v for k, v in tiny_options(shapes_dir).items()
+            if not k.startswith(('data.train.', 'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent'))}
+
+
+def _semi_orders(rank, world_size, config, options):
+    from lit_mmdet import load_config, resolve_run
+    plan = resolve_run(config, options, RunSettings(seed=5))
+    assert plan.data.train_sampler.sampler_cls is semi_codebase.DistributedGroupBalanceSampler
+    np.random.seed(rank)
+    ours, _ = _ours(plan, 5, tags=True)
+    cfg = load_config(config, options)  # the config as loaded; then the codebase's loader and sampler config
+    loader = IterLoader(semi_codebase.build_dataloader(build_dataset(cfg.data.train), 2, 0, dist=world_size > 1,
+                                                       seed=5, sampler_cfg=cfg.data.sampler.train))
+    np.random.seed(rank)
+    with no_runner_sleep():
+        theirs = [_names(next(loader), tags=True) for _ in range(BATCHES)]
+    return ours, theirs
+
+
+@pytest.mark.parametrize('world_size', [1, 2])
+def test_semi_supervised_balance_sampler_is_its_build_dataloader(tmp_path, shapes_dir, world_size):
+    """``data.sampler.train`` from the codebase's Registry('sampler') (named 'DistributedGroup' + type as
+    its build_sampler names it): the batches of its own loader, views flattened, epoch after epoch."""
+    config = tmp_path / 'semi.py'
+    config.write_text(semi_codebase.example_config(shapes_dir, base=SHAPES_CONFIG))
+    results = in_process_group(_semi_orders, world_size, str(config), semi_options(shapes_dir)) if world_size > 1 \
+        else [_semi_orders(0, 1, str(config), semi_options(shapes_dir))]
+    for rank, (ours, theirs) in enumerate(results):
+        assert ours == theirs, rank
+        assert all([t for _, t in b] == ['sup', 'weak', 'strong'] for b in ours)  # 1 labelled + 2 views
+        assert len({n for b in ours for n, _ in b}) > 3
+    if world_size > 1:
+        assert results[0][0] != results[1][0]
