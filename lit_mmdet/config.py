@@ -3,7 +3,10 @@
 The result is a plain mmcv 1.x :class:`~mmcv.Config`, processed in the same order
 as mmdet's ``tools/train.py`` (``fromfile`` -> ``replace_cfg_vals`` ->
 ``update_data_root`` -> ``merge_from_dict``), so a config means the same thing
-under lit_mmdet as under mmdet's own runner.
+under lit_mmdet as under mmdet's own runner. A config that uses ``${...}`` variables
+(no config of mmdet's does; semi-supervised codebases' do) gets the overrides first,
+as those codebases' train scripts merge ``--cfg-options`` before resolving: an override
+of ``model.*`` reaches the wrapper's ``model='${model}'`` copy.
 """
 from __future__ import annotations
 
@@ -208,9 +211,12 @@ def load_config(config: ConfigLike,
     else:
         source = os.fspath(config)
         cfg = _read_file(source)
+    overrides = parse_cfg_options(cfg_options)
+    if overrides and config_variables(config_dict(cfg)):  # as the codebases that write ${...} load them
+        cfg.merge_from_dict(overrides)
+        overrides = {}
     cfg = replace_cfg_vals(_with_variables(cfg, source or '<config>'))
     update_data_root(cfg)
-    overrides = parse_cfg_options(cfg_options)
     if overrides:
         cfg.merge_from_dict(overrides)
     _import_custom_modules(cfg, source or '<config>')

@@ -268,6 +268,7 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
     ``type`` to ``dataset.evaluate``). ``codebase``: a toolbox module whose own ``build_detector`` /
     ``build_dataset`` (its scoped child registries) and, when it has one, ``build_dataloader`` (its
     samplers) its train script calls instead of mmdet's, on the config as written (unscoped types). No runner sleeps; returns the ``.log.json`` path."""
+    import functools
     import os.path as osp
     import time
 
@@ -326,8 +327,10 @@ def tools_train(config, work_dir: str, seed: int = 0, cfg_options=None, distribu
         cfg.checkpoint_config.meta = dict(mmdet_version=__version__, CLASSES=datasets[0].CLASSES)
     model.CLASSES = datasets[0].CLASSES
     saved = mmdet_train.build_ddp, mmdet_train.EvalHook, mmdet_train.DistEvalHook, mmdet_train.build_dataloader
-    if hasattr(codebase, 'build_dataloader'):  # the codebase's own loaders (its samplers)
-        mmdet_train.build_dataloader = codebase.build_dataloader
+    if hasattr(codebase, 'build_dataloader'):  # the codebase's own loaders (its samplers, as its train calls them)
+        sampler = (cfg.data.get('sampler') or {}).get('train')
+        mmdet_train.build_dataloader = functools.partial(codebase.build_dataloader, sampler_cfg=sampler) if sampler \
+            else codebase.build_dataloader
     mmdet_train.build_ddp = lambda model, device, *args, **kwargs: CpuMMDDP(
         model, broadcast_buffers=False, find_unused_parameters=kwargs.get('find_unused_parameters', False))
     if 'type' in (cfg.get('evaluation') or {}):

@@ -58,6 +58,10 @@ SEMI = ["custom_imports = dict(imports=['lit_mmdet', 'tests.plugins.semi_codebas
 def test_cfg_name_and_undefined_variables(tmp_path):
     cfg = load_config(_config(tmp_path, 'semi_cfg.py', *SEMI))
     assert cfg.work_dir == 'work_dirs/semi_cfg_run' and cfg.semi_wrapper.model.type == 'SOLO'
+    # --cfg-options before the variables, as the codebases that write them: an override reaches the copy
+    cfg = load_config(_config(tmp_path, 'semi_cfg.py', *SEMI), ['model.test_cfg.score_thr=0.5', 'cfg_name=mine'])
+    assert cfg.semi_wrapper.model.test_cfg.score_thr == cfg.model.test_cfg.score_thr == 0.5
+    assert cfg.work_dir == 'work_dirs/mine_run'
     with pytest.raises(ConfigError, match=r"bad_vars\.py: \$\{teacher\} is used but not defined in the config; "
                                           r"define teacher = \.\.\., or .*--config-hook module:function"):
         load_config(_config(tmp_path, 'bad_vars.py', "ema = dict(model='${teacher}')"))

@@ -54,8 +54,8 @@ class ToyTeacherStudent(BaseDetector):
         tags = [meta.get('tag', 'sup') for meta in img_metas]
         sup, weak, strong = ([i for i, t in enumerate(tags) if t == name] for name in ('sup', 'weak', 'strong'))
         pick = (lambda items, rows: [items[i] for i in rows])
-        losses = self.student.forward_train(img[sup], pick(img_metas, sup), pick(gt_bboxes, sup),
-                                            pick(gt_labels, sup), gt_masks=pick(gt_masks, sup))
+        losses = self.student.forward_train(img[sup], pick(img_metas, sup), gt_bboxes=pick(gt_bboxes, sup),
+                                            gt_labels=pick(gt_labels, sup), gt_masks=pick(gt_masks, sup))
         if weak:
             self.teacher.eval()
             with torch.no_grad():
@@ -205,15 +205,15 @@ def flatten_collate(batch, samples_per_gpu):
 
 def build_dataloader(dataset, samples_per_gpu, workers_per_gpu, num_gpus=1, dist=True, shuffle=True, seed=None,
                      sampler_cfg=None, runner_type=None, persistent_workers=False, **kwargs):
-    """Its loader: a shuffled one draws from ``'DistributedGroup' + sampler_cfg.type`` (it always runs in a
-    process group, one process included), else a ``DistributedSampler``."""
+    """Its loader: a shuffled one draws from ``'DistributedGroup' + sampler_cfg.type`` (with the world size
+    and rank, 1 and 0 in one process)."""
     rank, world_size = get_dist_info()
     if shuffle and sampler_cfg:
         cfg = dict(sampler_cfg, type='DistributedGroup' + sampler_cfg['type'])
         sampler = build_from_cfg(cfg, SAMPLERS, dict(dataset=dataset, samples_per_gpu=samples_per_gpu,
                                                      num_replicas=world_size, rank=rank, seed=seed))
-    else:
-        sampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed)
+    else:  # (its evaluation loader: in one process without a sampler, as mmdet's)
+        sampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle, seed=seed) if dist else None
     init_fn = partial(worker_init_fn, num_workers=workers_per_gpu, rank=rank, seed=seed) if seed is not None else None
     return DataLoader(dataset, batch_size=samples_per_gpu, sampler=sampler, num_workers=workers_per_gpu,
                       collate_fn=partial(flatten_collate, samples_per_gpu=samples_per_gpu), pin_memory=False,

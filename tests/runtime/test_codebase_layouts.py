@@ -15,6 +15,7 @@ import torch
 from mmcv.runner.hooks.logger.text import TextLoggerHook
 
 from lit_mmdet.plan import WandbOptions
+from tests.data.test_codebase_samplers import semi_options
 from tests.helpers import SHAPES_CONFIG, cli_options, mmcv_json_log, run_script, tiny_options, tools_train
 
 SKIP = {'mode', 'epoch', 'iter', 'lr', 'time', 'data_time', 'memory', 'grad_norm'}
@@ -30,16 +31,22 @@ def _logged(work):
     return mmcv_json_log(work, lambda k: k.startswith('loss'), lambda k: k not in SKIP)
 
 
-def _train_both(tmp_path, config, options, monkeypatch, iterations, metric, codebase=None):
-    """mmdet's tools/train.py path (``codebase``: with its own builders), then lit_mmdet with W&B
-    (offline) on: equal losses and metric."""
+def _train_both(tmp_path, config, options, monkeypatch, iterations, metric, codebase=None, theirs=None,
+                config_hook=None):
+    """mmdet's tools/train.py path (``codebase``: with its own builders; ``theirs``: the config its own
+    train script made of ``config``), then lit_mmdet (``--config-hook``) with W&B (offline) on: equal
+    losses and metric."""
     from lit_mmdet import RunSettings, train
     monkeypatch.setattr(TextLoggerHook, '_round_float', lambda self, items: items)  # full floats, both sides
     monkeypatch.setenv('WANDB_MODE', 'offline')
     monkeypatch.setenv('WANDB_DIR', str(tmp_path))
-    tools_train(config, str(tmp_path / 'mmdet'), seed=0, cfg_options=options, codebase=codebase)
+    if theirs is None:
+        tools_train(config, str(tmp_path / 'mmdet'), seed=0, cfg_options=options, codebase=codebase)
+    else:
+        tools_train(theirs, str(tmp_path / 'mmdet'), seed=0, codebase=codebase)
     result = train(config, options, RunSettings(work_dir=str(tmp_path / 'lit'), accelerator='cpu', seed=0,
-                                                wandb=WandbOptions(enabled=True, project='layouts')),
+                                                wandb=WandbOptions(enabled=True, project='layouts'),
+                                                config_hook=config_hook),
                    enable_progress_bar=False, enable_model_summary=False)
     theirs, ours = _logged(tmp_path / 'mmdet'), _logged(tmp_path / 'lit')
     assert len(theirs[0]) == len(ours[0]) == iterations and len(theirs[1]) == len(ours[1]) >= 1
@@ -237,3 +244,61 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
     assert out.returncode == 0, out.stderr[-2000:]
     assert 'sampler: data.train_dataloader.use_infinite_sampler=False' in out.stdout
     assert 'model.frozen_parameters:' in out.stdout
+
+
+def _semi_train_script(config, options, work_dir):
+    """The semi-supervised codebase's own tools/train.py up to its train call: the file read (mmcv's
+    ``Config.fromfile``), ``--cfg-options`` merged, ``cfg_name`` = the file's stem, mmdet's
+    ``replace_cfg_vals``, its ``patch_config`` (the wrapper swapped in), ``WORK_DIR`` exported."""
+    from mmcv import Config
+    from mmdet.utils import replace_cfg_vals
+
+    from lit_mmdet.config import _read_file  # Config.fromfile with the mmdet:: base of the shapes config
+    from tests.plugins import semi_codebase
+    cfg = _read_file(config)
+    cfg.merge_from_dict(options)
+    cfg = Config(dict(cfg._cfg_dict.to_dict(), cfg_name=osp.splitext(osp.basename(config))[0]), filename=config)
+    cfg = semi_codebase.patch_config(replace_cfg_vals(cfg))
+    cfg.work_dir = work_dir
+    os.environ['WORK_DIR'] = work_dir
+    return cfg
+
+
+@pytest.mark.slow
+def test_teacher_student_codebase_trains_as_under_its_own_train_script(tmp_path, shapes_dir, monkeypatch,
+                                                                       trained_weights):
+    """The semi-supervised plugin: the wrapper under ``semi_wrapper`` swapped in by its ``patch_config``
+    (``--config-hook``), ``${model}`` / ``${cfg_name}``, labelled + unlabelled data with weak/strong views,
+    its balance sampler in ``data.sampler``, the EMA teacher hook, ``frozen_parameters``; under its own
+    train script (its build_dataloader, build_detector) and under lit_mmdet: equal losses and metric."""
+    from tests.plugins import semi_codebase
+    weights = tmp_path / 'semi_init.pth'  # the trained detector as the wrapper's student
+    state = torch.load(trained_weights, map_location='cpu', weights_only=False)
+    state['state_dict'] = {f'student.{k}': v for k, v in state['state_dict'].items()}
+    torch.save(state, weights)
+    config = tmp_path / 'semi_cfg.py'
+    config.write_text(semi_codebase.example_config(shapes_dir, base=SHAPES_CONFIG) + f'''
+load_from = '{weights}'
+lr_config = dict(warmup_iters=2)
+evaluation = dict(interval=7, metric=['segm'])
+checkpoint_config = dict(interval=7)
+log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
+''')
+    options = semi_options(shapes_dir)
+    theirs = _semi_train_script(str(config), options, str(tmp_path / 'mmdet'))
+    hook = 'tests.plugins.semi_codebase:patch_config'
+    result, _ = _train_both(tmp_path, str(config), options, monkeypatch, 7, 'segm_mAP', codebase=semi_codebase,
+                            theirs=theirs, config_hook=hook)
+    model = result.module.model
+    assert type(model).__name__ == 'ToyTeacherStudent' and model.student.test_cfg.score_thr == 0.01  # the override
+    assert result.plan.data.train_sampler.sampler_cls is semi_codebase.DistributedGroupBalanceSampler
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith('student.backbone'))
+    assert any(p.requires_grad for n, p in model.named_parameters() if n.startswith('student.neck'))
+    assert max((a - b).abs().max().item() for a, b in zip(model.teacher.parameters(), model.student.parameters())) > 0
+    assert osp.isfile(tmp_path / 'lit' / 'semi_cfg.txt')  # DebugPictures(name='${cfg_name}') under WORK_DIR
+    out = run_script('train.py', '--config', str(config), '--config-hook', hook, '--dry-run',
+                     '--cfg-options', *cli_options(options))
+    assert out.returncode == 0, out.stderr[-2000:]
+    for line in (f'config hook: {hook}', 'sampler: data.sampler.train: tests.plugins.semi_codebase.'
+                 'DistributedGroupBalanceSampler', 'model.frozen_parameters:'):
+        assert line in out.stdout, line
