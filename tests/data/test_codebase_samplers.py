@@ -1,5 +1,6 @@
 """Training samplers of codebases' own ``build_dataloader``: the same batches as that codebase's loader
 (``tests.plugins.fewshot_codebase``, ``tests.plugins.semi_codebase``), in 1 and 2 processes."""
+import copy
 import itertools
 
 import numpy as np
@@ -83,13 +84,19 @@ def test_few_shot_order_is_its_build_dataloader_in_one_process(tiny_cfg, infinit
     assert (ours == mmdet) == infinite  # finite epochs are not mmdet's endless InfiniteGroupBatchSampler
 
 
-@pytest.mark.parametrize('infinite', [False, True])
-def test_few_shot_order_is_its_build_dataloader_on_two_processes(tiny_cfg, infinite):
-    results = in_process_group(_orders, 2, _fewshot_cfg(tiny_cfg, infinite), infinite)
-    for rank, (ours, theirs, mmdet, _) in enumerate(results):
-        assert ours == theirs, rank
-        assert (ours == mmdet) == infinite, rank  # the endless one draws as mmdet's for one seed (see README)
-    assert results[0][0] != results[1][0]
+def _both_orders(rank, world_size, finite, infinite):
+    return [_orders(rank, world_size, finite, False), _orders(rank, world_size, infinite, True)]
+
+
+def test_few_shot_order_is_its_build_dataloader_on_two_processes(tiny_cfg):
+    finite, infinite = _fewshot_cfg(copy.deepcopy(tiny_cfg), False), _fewshot_cfg(copy.deepcopy(tiny_cfg), True)
+    results = in_process_group(_both_orders, 2, finite, infinite)
+    for endless in (False, True):
+        for rank, ranks in enumerate(results):
+            ours, theirs, mmdet, _ = ranks[endless]
+            assert ours == theirs, (rank, endless)
+            assert (ours == mmdet) == endless, (rank, endless)  # the endless one draws as mmdet's for one seed
+        assert results[0][endless][0] != results[1][endless][0]
 
 
 def test_few_shot_infinite_sampler_has_the_dataset_length_and_resumes(tiny_cfg):

@@ -16,7 +16,7 @@ from mmcv.runner.hooks.logger.text import TextLoggerHook
 
 from lit_mmdet.plan import WandbOptions
 from tests.data.test_codebase_samplers import semi_options
-from tests.helpers import SHAPES_CONFIG, cli_options, mmcv_json_log, run_script, tiny_options, tools_train
+from tests.helpers import SHAPES_CONFIG, mmcv_json_log, run_script, tiny_options, tools_train
 
 SKIP = {'mode', 'epoch', 'iter', 'lr', 'time', 'data_time', 'memory', 'grad_norm'}
 IMG_NORM = "dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)"
@@ -214,8 +214,18 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
     assert result.plan.codebase.scoped_types[0] == ('model.type', 'ToolboxSOLO', 'toolbox.ToolboxSOLO')
 
 
+def _dry_run(config, options, capsys, **settings):
+    """``train.py --dry-run``'s report (the library function it calls)."""
+    from lit_mmdet import RunSettings
+    from lit_mmdet.training import dry_run
+    capsys.readouterr()
+    dry_run(config, options, RunSettings(**settings))
+    return capsys.readouterr().out
+
+
 @pytest.mark.slow
-def test_few_shot_codebase_trains_as_under_its_own_train_script(tmp_path, shapes_dir, monkeypatch, trained_weights):
+def test_few_shot_codebase_trains_as_under_its_own_train_script(tmp_path, shapes_dir, monkeypatch, trained_weights,
+                                                               capsys):
     """A few-shot codebase under an IterBasedRunner, ``use_infinite_sampler=False`` (mmdet's finite group
     sampler restarted by mmcv's IterLoader: 10 iterations over 4-batch epochs) and ``frozen_parameters``:
     under its own train script (its build_dataloader and build_detector) and under lit_mmdet, equal
@@ -240,10 +250,8 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
     assert result.plan.data.train_sampler.kind == 'epochs'
     frozen = [n for n, p in result.module.model.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith(('backbone', 'neck')) for n in frozen)
-    out = run_script('train.py', '--config', str(config), '--dry-run', '--cfg-options', *cli_options(options))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert 'sampler: data.train_dataloader.use_infinite_sampler=False' in out.stdout
-    assert 'model.frozen_parameters:' in out.stdout
+    out = _dry_run(str(config), options, capsys)
+    assert 'sampler: data.train_dataloader.use_infinite_sampler=False' in out and 'model.frozen_parameters:' in out
 
 
 def _semi_train_script(config, options, work_dir):
@@ -266,7 +274,7 @@ def _semi_train_script(config, options, work_dir):
 
 @pytest.mark.slow
 def test_teacher_student_codebase_trains_as_under_its_own_train_script(tmp_path, shapes_dir, monkeypatch,
-                                                                       trained_weights):
+                                                                       trained_weights, capsys):
     """The semi-supervised plugin: the wrapper under ``semi_wrapper`` swapped in by its ``patch_config``
     (``--config-hook``), ``${model}`` / ``${cfg_name}``, labelled + unlabelled data with weak/strong views,
     its balance sampler in ``data.sampler``, the EMA teacher hook, ``frozen_parameters``; under its own
@@ -296,9 +304,7 @@ log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
     assert any(p.requires_grad for n, p in model.named_parameters() if n.startswith('student.neck'))
     assert max((a - b).abs().max().item() for a, b in zip(model.teacher.parameters(), model.student.parameters())) > 0
     assert osp.isfile(tmp_path / 'lit' / 'semi_cfg.txt')  # DebugPictures(name='${cfg_name}') under WORK_DIR
-    out = run_script('train.py', '--config', str(config), '--config-hook', hook, '--dry-run',
-                     '--cfg-options', *cli_options(options))
-    assert out.returncode == 0, out.stderr[-2000:]
+    out = _dry_run(str(config), options, capsys, config_hook=hook)
     for line in (f'config hook: {hook}', 'sampler: data.sampler.train: tests.plugins.semi_codebase.'
                  'DistributedGroupBalanceSampler', 'model.frozen_parameters:'):
-        assert line in out.stdout, line
+        assert line in out, line
