@@ -288,7 +288,7 @@ def test_dist_params_backend(tiny_cfg, backend, accelerator, expected):
 
 
 def test_dist_params_backend_reaches_the_ddp_strategy(tiny_cfg):
-    from lit_mmdet.runtime.trainer import device_kwargs
+    from lit_mmdet.runtime.devices import device_kwargs
     tiny_cfg.dist_params = dict(backend='gloo')
     strategy = device_kwargs(resolve_run(tiny_cfg, settings=RunSettings(accelerator='cpu', devices=2)).devices)['strategy']
     assert strategy.process_group_backend == 'gloo'

@@ -15,8 +15,9 @@
 #   * prints its progress every 30 s (sources compiled so far),
 #   * caches the wheel under $LIT_MMDET_WHEEL_CACHE (default ~/.cache/lit_mmdet/wheels),
 #     keyed by mmcv, torch, Python and CUDA/CPU, so it is built once per machine.
-# CUDA users: FORCE_CUDA=1 tools/build_mmcv.sh   (needs nvcc; TORCH_CUDA_ARCH_LIST
-# selects the GPUs, e.g. "8.0;9.0"). The CPU-only build compiles the CPU ops.
+# CPU or CUDA ops, which GPUs, which CUDA toolkit: tools/mmcv_build.py decides (a CUDA torch that sees a
+# GPU, or FORCE_CUDA=1 with TORCH_CUDA_ARCH_LIST, builds CUDA ops; a toolkit on the machine is used when
+# it matches torch's CUDA, else the cuda-toolkit version torch pins is installed from the package index).
 # Offline: pip's own PIP_NO_INDEX=1 PIP_FIND_LINKS=<folder with mmcv-full-1.7.2.tar.gz>.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -26,12 +27,10 @@ jobs="${MAX_JOBS:-$(nproc)}"
 
 torch_version="$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')"
 py_tag="$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-if [ "${FORCE_CUDA:-0}" = "1" ]; then
-  flavour="cu$("$py" -c 'import torch; print((torch.version.cuda or "none").replace(".", ""))')"
-else
-  flavour=cpu
-fi
-cache="${LIT_MMDET_WHEEL_CACHE:-$HOME/.cache/lit_mmdet/wheels}/mmcv_full-${mmcv_version}-torch${torch_version}-${py_tag}-${flavour}"
+decision="$(MAX_JOBS="$jobs" "$py" "$here/mmcv_build.py")" || exit 2  # (one line on stderr when it refuses)
+eval "$decision"  # flavour, key, message, arch_list, toolkit, cuda_home, pip_spec
+case "$message" in "CPU ops only"*) echo "build_mmcv: note: ${message%%;*}" ;; esac  # never without a word
+cache="${LIT_MMDET_WHEEL_CACHE:-$HOME/.cache/lit_mmdet/wheels}/mmcv_full-${mmcv_version}-torch${torch_version}-${py_tag}-${key}"
 
 if "$py" -c "import mmcv, sys; from mmcv.ops import nms, get_compiling_cuda_version as v
 sys.exit(mmcv.__version__ != '${mmcv_version}' or ('${flavour}' != 'cpu' and v() == 'not available'))" 2>/dev/null; then
@@ -45,15 +44,26 @@ if ! ls "$cache"/mmcv_full-*.whl >/dev/null 2>&1; then
   "$py" -m pip download -q --no-deps --no-build-isolation --no-binary :all: -d "$work" "mmcv-full==${mmcv_version}"
   sdist="$(ls "$work"/mmcv-full-*.tar.gz)"
   pattern='mmcv/ops/csrc/pytorch/(cpu/)?[^/]*\.cpp$'  # what a CPU build compiles; CUDA adds cuda/*
-  [ "${FORCE_CUDA:-0}" = "1" ] && pattern='mmcv/ops/csrc/pytorch/((cpu|cuda)/)?[^/]*\.(cpp|cu)$'
+  [ "$flavour" != cpu ] && pattern='mmcv/ops/csrc/pytorch/((cpu|cuda)/)?[^/]*\.(cpp|cu)$'
   sources=$(tar -tzf "$sdist" | grep -cE "$pattern")
-  echo "build_mmcv: building mmcv-full ${mmcv_version} for torch ${torch_version} ${py_tag} ${flavour}" \
-       "(${sources} sources; CPU ops: ~2.5 min on 2 cores)"
+  echo "build_mmcv: building mmcv-full ${mmcv_version} for torch ${torch_version} ${py_tag} ${key}" \
+       "(${sources} sources; ${message})"
   start=$(date +%s)
   mkdir -p "$cache.tmp"
   export MMCV_WITH_OPS=1 MAX_JOBS="$jobs" CXX="$here/cxx20" LIT_MMDET_BUILD_LOG="$work/compile_times.txt"
-  if [ "${FORCE_CUDA:-0}" = "1" ]; then
-    export PYTORCH_NVCC="${PYTORCH_NVCC:-$here/nvcc20}"
+  if [ "$flavour" != cpu ]; then
+    if [ "$toolkit" = pip ]; then  # the CUDA toolkit torch pins, from the package index
+      echo "build_mmcv: installing ${pip_spec} (nvcc and its headers; no toolkit on the machine is needed)"
+      "$py" -m pip install -q "$pip_spec"
+      cuda_home="$("$py" "$here/mmcv_build.py" --pip-root)"
+      mkdir -p "$work/lib"  # the wheels ship libcudart.so.N only: the linker looks for libcudart.so
+      ln -sf "$(ls "$cuda_home"/lib/libcudart.so.* | head -1)" "$work/lib/libcudart.so"
+      export LIBRARY_PATH="$work/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    fi
+    export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch_list" CUDA_HOME="$cuda_home" \
+           PYTORCH_NVCC="${PYTORCH_NVCC:-$here/nvcc20}" REAL_NVCC="$cuda_home/bin/nvcc"
+  else
+    export FORCE_CUDA=0
   fi
   export LIT_MMDET_FAST_BUILD="${LIT_MMDET_FAST_BUILD:-1}" LIT_MMDET_UNITY_DIR="$work/unity"
   mkdir -p "$LIT_MMDET_UNITY_DIR"

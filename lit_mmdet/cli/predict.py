@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models.export import load_detector
     from ..prediction import PredictOptions, predict_images
-    from ..runtime.trainer import device_kwargs
+    from ..runtime.devices import device_kwargs
 
     if args.batch_size < 1 or args.workers < 0:
         raise ConfigError('--batch-size must be >= 1 and --workers >= 0')

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import parse_cfg_options
     from ..data import MMDetDataModule
     from ..models.export import load_detector
-    from ..runtime.trainer import device_kwargs
+    from ..runtime.devices import device_kwargs
 
     options = parse_cfg_options(args.cfg_options)
     if args.metrics:

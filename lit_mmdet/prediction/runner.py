@@ -295,7 +295,7 @@ def predict_images(module: Any, images: ImageList, options: PredictOptions, **tr
         images: The inputs (:func:`~lit_mmdet.data.images.list_images`).
         options: Output folder, batch size, workers, thresholds (:class:`PredictOptions`).
         trainer_kwargs: Device arguments for the ``Trainer`` (``accelerator``, ``devices``,
-            ``num_nodes``, ``strategy``: :func:`~lit_mmdet.runtime.trainer.device_kwargs`).
+            ``num_nodes``, ``strategy``: :func:`~lit_mmdet.runtime.devices.device_kwargs`).
 
     Returns:
         On rank 0 the :class:`PredictSummary` (None on the other ranks). A second call with the same

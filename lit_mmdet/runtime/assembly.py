@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from ..results import result_layout
 from .callbacks import BatchNormBroadcast, EvalImages, EvalSchedule, ModelClasses, SkippedImagesLog
 from .checkpoints import CheckpointWriter, PendingState, last_checkpoint_note
+from .devices import precision_notes
 from .faults import RankFailures
 from .hook_driver import HookDriver
 from .logger_hook import LightningLoggerHook
@@ -124,6 +125,8 @@ def runner_hooks(plan: Any, trainer: pl.Trainer, runner: RunnerView, record: Run
     :mod:`~lit_mmdet.runtime.runner_hooks`); sets ``runner.logger`` (mmcv's ``.log`` file on rank 0)."""
     logs = trainer.is_global_zero and bool(trainer.loggers) and not trainer.fast_dev_run
     runner.logger = run_logger(osp.join(plan.work_dir, f'{timestamp}.log') if logs else None, rank=trainer.global_rank)
+    for note in precision_notes(plan, trainer):
+        runner.logger.warning(note)
     specs = {spec.source: spec for spec in plan.hooks}
     hooks: list[Hook] = [build_hook(specs[key]) for key in ('lr_config', 'momentum_config') if key in specs]
     hooks.append(step_hook(plan.optimizer.hook_type, plan.optimizer.grad_clip, plan.optimizer.detect_anomalous_params))

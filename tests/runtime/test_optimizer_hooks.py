@@ -13,7 +13,8 @@ from mmcv.runner import HOOKS
 from lit_mmdet import ConfigError, MMDetDataModule, RunSettings, resolve_run
 from lit_mmdet.plan.readers import optimizer_policy
 from lit_mmdet.runtime.optimizer_hooks import GradientAccumulation, MMCVGradScaler, fp16_precision
-from lit_mmdet.runtime.trainer import _precision, build_trainer
+from lit_mmdet.runtime.devices import precision_kwargs
+from lit_mmdet.runtime.trainer import build_trainer
 from tests.helpers import lifted_detector, mmdet_train_loader, run_mmcv_runner
 
 
@@ -111,14 +112,14 @@ def test_fp16_on_cuda_gets_mmcv_loss_scaler_on_cpu_fp32(tiny_cfg, tmp_path):
     from pytorch_lightning.plugins.precision import MixedPrecision
     tiny_cfg.fp16 = dict(loss_scale=512.)
     plan = resolve_run(tiny_cfg)
-    assert _precision(plan, 'cpu') == dict(precision='32-true')  # mmcv's fp16 is CUDA only
-    assert _precision(resolve_run(tiny_cfg, settings=RunSettings(precision='bf16-mixed')), 'cpu') == \
+    assert precision_kwargs(plan, 'cpu') == dict(precision='32-true')  # mmcv's fp16 is CUDA only
+    assert precision_kwargs(resolve_run(tiny_cfg, settings=RunSettings(precision='bf16-mixed')), 'cpu') == \
         dict(precision='bf16-mixed')  # what the user asks for
-    [plugin] = _precision(plan, 'gpu')['plugins']
+    [plugin] = precision_kwargs(plan, 'gpu')['plugins']
     assert isinstance(plugin, MixedPrecision) and plugin.precision == '16-mixed' and plugin.device == 'cuda'
     assert isinstance(plugin.scaler, MMCVGradScaler) and plugin.scaler.update_to == 512.
     tiny_cfg.fp16 = None  # --precision 16-mixed without fp16 in the config: Lightning's own AMP
-    assert _precision(resolve_run(tiny_cfg, settings=RunSettings(precision='16-mixed')), 'gpu') == \
+    assert precision_kwargs(resolve_run(tiny_cfg, settings=RunSettings(precision='16-mixed')), 'gpu') == \
         dict(precision='16-mixed')
 
 

@@ -4,11 +4,13 @@ import glob
 import math
 
 import pytest
+import torch
 from pytorch_lightning.strategies import DDPStrategy
 
 from lit_mmdet import ConfigError, RunSettings, resolve_run
 from lit_mmdet.runtime.runner_hooks import build_hooks
-from lit_mmdet.runtime.trainer import build_trainer, device_kwargs
+from lit_mmdet.runtime.devices import device_kwargs
+from lit_mmdet.runtime.trainer import build_trainer
 from tests.helpers import SHAPES_CONFIG, cli_options, run_script, tiny_options
 
 
@@ -27,7 +29,6 @@ def test_several_devices_use_ddp_with_mmdet_arguments(tiny_cfg, tmp_path):
     assert spawn._start_method == 'spawn'
     nodes = _devices(tiny_cfg, RunSettings(accelerator='cpu', num_nodes=2))
     assert nodes['num_nodes'] == 2 and isinstance(nodes['strategy'], DDPStrategy)
-    assert _devices(tiny_cfg, RunSettings(strategy='fsdp'))['strategy'] == 'fsdp'
     single = _devices(tiny_cfg, RunSettings(accelerator='cpu', sync_bn=True))
     assert 'strategy' not in single and single['sync_batchnorm'] is True
     with pytest.raises(ConfigError, match='--sync-bn needs GPUs'):  # torch's SyncBatchNorm is GPU-only
@@ -97,14 +98,18 @@ def test_custom_hooks_of_any_registered_type_others_are_one_line_errors(tiny_cfg
     (dict(type='GradientCumulativeOptimizerHook', cumulative_iters=2), None, '32-true'),
 ])
 def test_optimizer_hook_types_map_to_precision(tiny_cfg, tmp_path, optimizer_config, fp16, expected, caplog):
-    from lit_mmdet.runtime.trainer import _precision
+    from types import SimpleNamespace
+
+    from lit_mmdet.runtime.devices import precision_kwargs, precision_notes
     tiny_cfg.optimizer_config = optimizer_config
     tiny_cfg.fp16 = fp16
-    on_cuda = _precision(resolve_run(tiny_cfg), 'gpu')
+    on_cuda = precision_kwargs(resolve_run(tiny_cfg), 'gpu')
     assert (on_cuda['plugins'][0].precision if 'plugins' in on_cuda else on_cuda['precision']) == expected
     # without CUDA a config's fp16 is fp32, said once (mmcv's fp16 is CUDA only; bf16 breaks mmcv's CPU ops)
-    assert _precision(resolve_run(tiny_cfg), 'cpu') == dict(precision='32-true')
-    assert ("fp16 needs CUDA" in caplog.text) == (expected == '16-mixed')
+    assert precision_kwargs(resolve_run(tiny_cfg), 'cpu') == dict(precision='32-true')
+    notes = precision_notes(resolve_run(tiny_cfg), SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device('cpu'))))
+    assert (notes == ["the config's fp16 needs CUDA (mmcv's Fp16OptimizerHook): training in fp32 on cpu"]) == \
+        (expected == '16-mixed')
 
 
 @pytest.mark.parametrize('opts, kept', [(dict(max_iters=3), False), (dict(max_epochs=2), False),
