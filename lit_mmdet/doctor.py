@@ -2,17 +2,21 @@
 
 mmdet's ``collect_env()`` fields first, then each piece lit_mmdet needs with ``OK`` or the fix, and a
 self-test of a few seconds: the demo model built and run forward once, ``mmcv.ops.nms`` on a few boxes.
+With a GPU visible, mmcv's ops must have CUDA kernels, and ``nms``, ``roi_align``, ``sigmoid_focal_loss``
+and ``deform_conv2d`` on CUDA tensors and one training step of the demo model are checked against the
+same on the CPU (:func:`op_checks`, :func:`train_step_check`).
 """
 from __future__ import annotations
 
 import glob
 import importlib
+import math
 import os
 import os.path as osp
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 __all__ = ['Check', 'checks', 'main']
 
@@ -43,6 +47,9 @@ def _version(module: str, fix: str, name: Optional[str] = None) -> Check:
 
 
 def _mmcv() -> Check:
+    """mmcv-full's compiled ops; with a GPU visible they must have CUDA kernels (else every mmcv op in a
+    model stops at its first CUDA step: "implementation for device cuda:0 not found")."""
+    import torch
     try:
         import mmcv
         from mmcv.ops import get_compiler_version, get_compiling_cuda_version
@@ -50,10 +57,14 @@ def _mmcv() -> Check:
         cuda = get_compiling_cuda_version()
         flavour = 'CPU only' if cuda in ('not available', '') else f'CUDA {cuda}'
         found = f'{mmcv.__version__}, ops compiled ({flavour}, {get_compiler_version()})'
-        return Check('mmcv-full', found[:50], bool(ext))
     except Exception as exc:  # noqa: BLE001
         return Check('mmcv-full', f'ops missing ({type(exc).__name__})', False,
                      'bash tools/build_mmcv.sh .venv/bin/python (builds mmcv-full 1.7.2 with its ops; cached)')
+    if ext and flavour == 'CPU only' and torch.cuda.is_available():
+        return Check('mmcv-full', found[:50], False,
+                     'this machine has a GPU but mmcv-full has CPU ops only: pip uninstall -y mmcv-full, then '
+                     'make env (builds the CUDA ops for the visible GPUs)')
+    return Check('mmcv-full', found[:50], bool(ext))
 
 
 def _wheel_cache() -> Check:
@@ -119,6 +130,93 @@ def _self_test() -> list[Check]:
     return out
 
 
+def _focal_loss(logits: Any, labels: Any, device: str) -> Any:
+    """mmdet's ``FocalLoss`` elementwise: mmcv's op on CUDA; on the CPU, where mmcv 1.7 has no kernel for it,
+    mmdet's own Python version (what mmdet's ``FocalLoss`` calls there)."""
+    import torch.nn.functional as F
+    if device == 'cpu':
+        from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+        target = F.one_hot(labels, logits.shape[1] + 1)[:, :logits.shape[1]].type_as(logits)
+        return py_sigmoid_focal_loss(logits, target, None, 2.0, 0.25, 'none')
+    from mmcv.ops import sigmoid_focal_loss
+    return sigmoid_focal_loss(logits.to(device), labels.to(device), 2.0, 0.25, None, 'none').cpu()
+
+
+def _ops_on(device: str) -> dict:
+    """``nms``, ``roi_align``, the focal loss (``sigmoid_focal_loss``) and ``deform_conv2d`` on ``device`` (fixed inputs)."""
+    import torch
+    from mmcv.ops import DeformConv2d, nms, roi_align
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(32, 2, generator=g) * 48
+    boxes = torch.cat([xy, xy + torch.rand(32, 2, generator=g) * 16 + 1], 1)
+    scores = torch.rand(32, generator=g)
+    feats = torch.rand(2, 4, 16, 16, generator=g)
+    rois = torch.cat([torch.tensor([[0.], [1.]]), boxes[:2] / 4], 1)
+    logits, labels = torch.randn(8, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
+    conv = DeformConv2d(4, 4, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+    offset = torch.randn(2, 18, 16, 16, generator=g)
+    on = (lambda t: t.to(device))
+    with torch.no_grad():
+        return dict(nms=nms(on(boxes), on(scores), 0.5)[1].cpu().float(),
+                    roi_align=roi_align(on(feats), on(rois), (4, 4), 1.0, 2).cpu(),
+                    focal_loss=_focal_loss(logits, labels, device),
+                    deform_conv2d=conv.to(device)(on(feats), on(offset)).cpu())
+
+
+def op_checks(device: str, reference: str = 'cpu') -> list[Check]:
+    """mmcv's ops on ``device`` against their results on ``reference`` (the GPU self-test)."""
+    import torch
+    try:
+        ours, theirs = _ops_on(device), _ops_on(reference)
+    except Exception as exc:  # noqa: BLE001
+        return [Check(f'ops on {device}', f'{type(exc).__name__}: {exc}'[:50], False,
+                      'mmcv-full without kernels for this device: pip uninstall -y mmcv-full, then make env')]
+    out = []
+    for name in ours:
+        same = ours[name].shape == theirs[name].shape and torch.allclose(ours[name], theirs[name], rtol=1e-3, atol=1e-4)
+        diff = (ours[name] - theirs[name]).abs().max().item() if ours[name].shape == theirs[name].shape else float('inf')
+        out.append(Check(name, f'{device} = {reference} (max diff {diff:.1e})' if same else
+                         f'{device} differs from {reference} (max diff {diff:.1e})', same,
+                         'the ops compiled for this device compute something else: rebuild mmcv-full (make env)'))
+    return out
+
+
+def train_step_check(device: str) -> Check:
+    """One training step of the demo model (tiny input) on ``device`` against the same step on the CPU."""
+    import copy
+
+    import torch
+
+    from .models.builder import build_model
+    from .plan import resolve_run
+
+    def step(model: Any, on: str) -> float:
+        g = torch.Generator().manual_seed(0)
+        img = torch.rand(2, 3, 64, 64, generator=g).to(on)
+        masks = (torch.rand(2, 64, 64, generator=g) > 0.7).numpy().astype('uint8')
+        from mmdet.core import BitmapMasks
+        meta = dict(img_shape=(64, 64, 3), ori_shape=(64, 64, 3), pad_shape=(64, 64, 3), scale_factor=1.0,
+                    flip=False, batch_input_shape=(64, 64))
+        boxes = [torch.tensor([[8., 8., 40., 40.]], device=on)] * 2
+        labels = [torch.tensor([1], device=on)] * 2
+        losses = model.to(on).train().forward_train(img, [meta, meta], gt_bboxes=boxes, gt_labels=labels,
+                                                   gt_masks=[BitmapMasks(masks[i:i + 1], 64, 64) for i in range(2)])
+        loss = sum(v for v in losses.values() if torch.is_tensor(v))
+        loss.backward()
+        return float(loss)
+    try:
+        torch.manual_seed(0)
+        model = build_model(resolve_run(DEMO_CONFIG).model, init_weights=True)
+        theirs, ours = step(copy.deepcopy(model), 'cpu'), step(model, device)
+    except Exception as exc:  # noqa: BLE001
+        return Check('train step', f'{type(exc).__name__}: {exc}'[:50], False, 'see the op lines above; make env')
+    same = math.isfinite(ours) and abs(ours - theirs) <= 1e-3 * max(1.0, abs(theirs))
+    return Check('train step', f'demo loss {ours:.4f} on {device}, {theirs:.4f} on cpu', same,
+                 'the step differs from the CPU one: rebuild mmcv-full (make env) and check the driver')
+
+
 def checks() -> list[Check]:
     """Every check of the report, in its order."""
     found: list[Check] = [Check('Python', sys.version.split()[0], sys.version_info[:2] == (3, 11),
@@ -132,6 +230,9 @@ def checks() -> list[Check]:
         found.append(_version(module, fix, name))
     found.append(_wandb())
     found += _self_test()
+    import torch
+    if torch.cuda.is_available() and found[[c.name for c in found].index('mmcv-full')].ok:
+        found += op_checks('cuda') + [train_step_check('cuda')]
     return found
 
 
