@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# CUDA users: pick the torch build for their driver, then FORCE_CUDA=1 make env
+# GPU machines: the same targets build CUDA ops (tools/mmcv_build.py decides; docs/dev/build.md#cuda)
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.lit_mmdet-installed
 SHAPES := data/shapes/annotations/instances_val.json
@@ -13,7 +13,7 @@ SHAPES := data/shapes/annotations/instances_val.json
 
 env: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml tools/build_mmcv.sh tools/cxx20
+$(STAMP): setup.cfg pyproject.toml tools/build_mmcv.sh tools/mmcv_build.py tools/cxx20
 	@echo "set-up: a Python environment in $(VENV) (once per checkout; the mmcv-full wheel once per machine)"
 	@test -x $(PY) || tools/timed "create $(VENV)" $(PYTHON) -m venv $(VENV)
 	@tools/timed "pip, setuptools<81, wheel, ninja, numpy" $(PY) -m pip install -q -U pip "setuptools<81" wheel ninja numpy
