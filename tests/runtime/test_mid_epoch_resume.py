@@ -41,8 +41,8 @@ class _Steps(pl.Callback):
             os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets a flag: the step finishes
 
 
-def _train(shapes_dir, work, schedule, *callbacks, resume=None, **length):
-    options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1},
+def _train(shapes_dir, work, schedule, *callbacks, resume=None, extra=None, **length):
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 100, 'checkpoint_config.interval': 1}, **(extra or {}),
                            **{key: dict(value, _delete_=True) if key == 'lr_config' else value  # replace the base's
                               for key, value in schedule.items()})
     length = length or dict(max_epochs=EPOCHS)
@@ -73,19 +73,22 @@ def test_mid_epoch_resume_continues_the_schedule_exactly(shapes_dir, tmp_path, n
 
 
 @pytest.mark.slow
-def test_iteration_based_resume_continues_mmdets_stream_exactly(shapes_dir, tmp_path):
+@pytest.mark.parametrize('extra', [None, {'data.train_dataloader.use_infinite_sampler': False}],
+                         ids=['mmdet-stream', 'few-shot-finite-epochs'])
+def test_iteration_based_resume_continues_mmdets_stream_exactly(shapes_dir, tmp_path, extra):
     """IterBasedRunner: mmdet's InfiniteGroupBatchSampler as one stream (past the 8 images: a second
-    permutation), SIGTERM after 6 iterations, --resume auto: every later step as uninterrupted
-    (random flips included)."""
+    permutation), or a few-shot codebase's finite group sampler epoch after epoch
+    (``use_infinite_sampler=False``: stopped inside the second epoch); SIGTERM after 6 iterations,
+    --resume auto: every later step as uninterrupted (random flips included)."""
     schedule, length = SCHEDULES['cyclic-momentum'], dict(max_iters=12)
     reference = _Steps()
-    _train(shapes_dir, tmp_path / 'uninterrupted', schedule, reference, **length)
+    _train(shapes_dir, tmp_path / 'uninterrupted', schedule, reference, extra=extra, **length)
     assert sorted(reference.steps) == list(range(12))
     first = _Steps(stop_after=STOP_AFTER)
-    result = _train(shapes_dir, tmp_path / 'resumed', schedule, first, **length)
+    result = _train(shapes_dir, tmp_path / 'resumed', schedule, first, extra=extra, **length)
     assert result.preempted_at == STOP_AFTER
     resumed = _Steps()
-    _train(shapes_dir, tmp_path / 'resumed', schedule, resumed, resume='auto', **length)
+    _train(shapes_dir, tmp_path / 'resumed', schedule, resumed, resume='auto', extra=extra, **length)
     assert sorted(resumed.steps) == list(range(STOP_AFTER, 12))
     for step in range(12):
         ours = (first.steps | resumed.steps)[step]
