@@ -6,7 +6,8 @@ as mmdet's ``tools/train.py`` (``fromfile`` -> ``replace_cfg_vals`` ->
 under lit_mmdet as under mmdet's own runner. A config that uses ``${...}`` variables
 (no config of mmdet's does; semi-supervised codebases' do) gets the overrides first,
 as those codebases' train scripts merge ``--cfg-options`` before resolving: an override
-of ``model.*`` reaches the wrapper's ``model='${model}'`` copy.
+of ``model.*`` reaches the wrapper's ``model='${model}'`` copy; an override into the copy
+itself (``semi_wrapper.model.*``) is merged after the variables are resolved.
 """
 from __future__ import annotations
 
@@ -167,6 +168,21 @@ def _defined(cfg: dict, name: str) -> bool:
     return True
 
 
+def _through_variable(raw: Any, dotted: str) -> bool:
+    """Whether the override key ``dotted`` goes into a value that is still a ``${...}`` string."""
+    node = raw
+    for part in dotted.split('.')[:-1]:
+        if isinstance(node, str):
+            break
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return isinstance(node, str) and bool(_VARIABLE.search(node))
+
+
 def _with_variables(cfg: Config, source: str) -> Config:
     """``cfg`` ready for mmdet's ``replace_cfg_vals``: ``${cfg_name}`` is the config's file stem, as
     semi-supervised codebases' train scripts set it (only when the config uses it and does not define
@@ -213,8 +229,10 @@ def load_config(config: ConfigLike,
         cfg = _read_file(source)
     overrides = parse_cfg_options(cfg_options)
     if overrides and config_variables(config_dict(cfg)):  # as the codebases that write ${...} load them
-        cfg.merge_from_dict(overrides)
-        overrides = {}
+        raw = config_dict(cfg).to_dict()
+        before = {k: v for k, v in overrides.items() if not _through_variable(raw, k)}
+        cfg.merge_from_dict(before)
+        overrides = {k: v for k, v in overrides.items() if k not in before}  # into a ${...}'s value: after it
     cfg = replace_cfg_vals(_with_variables(cfg, source or '<config>'))
     update_data_root(cfg)
     if overrides:

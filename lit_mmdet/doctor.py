@@ -3,7 +3,7 @@
 mmdet's ``collect_env()`` fields first, then each piece lit_mmdet needs with ``OK`` or the fix, and a
 self-test of a few seconds: the demo model built and run forward once, ``mmcv.ops.nms`` on a few boxes.
 With a GPU visible, mmcv's ops must have CUDA kernels, and ``nms``, ``roi_align``, ``sigmoid_focal_loss``
-and ``deform_conv2d`` on CUDA tensors and one training step of the demo model are checked against the
+and ``deform_conv2d`` on CUDA tensors and the demo model's loss and gradients for one batch are checked against the
 same on the CPU (:func:`op_checks`, :func:`train_step_check`).
 """
 from __future__ import annotations
@@ -184,7 +184,8 @@ def op_checks(device: str, reference: str = 'cpu') -> list[Check]:
 
 
 def train_step_check(device: str) -> Check:
-    """One training step of the demo model (tiny input) on ``device`` against the same step on the CPU."""
+    """The demo model's loss and gradient norm for one batch (tiny input, fp32: TF32 off) on ``device``
+    against the same on the CPU."""
     import copy
 
     import torch
@@ -205,15 +206,21 @@ def train_step_check(device: str) -> Check:
                                                    gt_masks=[BitmapMasks(masks[i:i + 1], 64, 64) for i in range(2)])
         loss = sum(v for v in losses.values() if torch.is_tensor(v))
         loss.backward()
-        return float(loss)
+        grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+        return float(loss), float(torch.stack(grads).norm())
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 as on the CPU
         torch.manual_seed(0)
         model = build_model(resolve_run(DEMO_CONFIG).model, init_weights=True)
         theirs, ours = step(copy.deepcopy(model), 'cpu'), step(model, device)
     except Exception as exc:  # noqa: BLE001
         return Check('train step', f'{type(exc).__name__}: {exc}'[:50], False, 'see the op lines above; make env')
-    same = math.isfinite(ours) and abs(ours - theirs) <= 1e-3 * max(1.0, abs(theirs))
-    return Check('train step', f'demo loss {ours:.4f} on {device}, {theirs:.4f} on cpu', same,
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    same = all(math.isfinite(a) and abs(a - b) <= 1e-3 * max(1.0, abs(b)) for a, b in zip(ours, theirs))
+    return Check('train step', f'loss {ours[0]:.4f}, grad norm {ours[1]:.3f} on {device} (cpu: {theirs[0]:.4f}, '
+                 f'{theirs[1]:.3f})'[:50], same,
                  'the step differs from the CPU one: rebuild mmcv-full (make env) and check the driver')
 
 

@@ -32,9 +32,11 @@ eval "$decision"  # flavour, key, message, arch_list, toolkit, cuda_home, pip_sp
 case "$message" in "CPU ops only"*) echo "build_mmcv: note: ${message%%;*}" ;; esac  # never without a word
 cache="${LIT_MMDET_WHEEL_CACHE:-$HOME/.cache/lit_mmdet/wheels}/mmcv_full-${mmcv_version}-torch${torch_version}-${py_tag}-${key}"
 
-if "$py" -c "import mmcv, sys; from mmcv.ops import nms, get_compiling_cuda_version as v
+installed_key="$("$py" -c 'import sys; print(sys.prefix)')/.mmcv-build-key"  # what the installed wheel was built for
+if [ "$(cat "$installed_key" 2>/dev/null)" = "${mmcv_version}-${key}" ] && "$py" -c "import mmcv, sys
+from mmcv.ops import nms, get_compiling_cuda_version as v
 sys.exit(mmcv.__version__ != '${mmcv_version}' or ('${flavour}' != 'cpu' and v() == 'not available'))" 2>/dev/null; then
-  echo "build_mmcv: mmcv-full ${mmcv_version} with ${flavour} ops already installed"
+  echo "build_mmcv: mmcv-full ${mmcv_version} with ${key} ops already installed"
   exit 0
 fi
 
@@ -55,9 +57,10 @@ if ! ls "$cache"/mmcv_full-*.whl >/dev/null 2>&1; then
     if [ "$toolkit" = pip ]; then  # the CUDA toolkit torch pins, from the package index
       echo "build_mmcv: installing ${pip_spec} (nvcc and its headers; no toolkit on the machine is needed)"
       "$py" -m pip install -q "$pip_spec"
-      cuda_home="$("$py" "$here/mmcv_build.py" --pip-root)"
+      cuda_home="$("$py" "$here/mmcv_build.py" --pip-root)" || exit 2  # (checked: nvcc, headers, libcudart)
       mkdir -p "$work/lib"  # the wheels ship libcudart.so.N only: the linker looks for libcudart.so
-      ln -sf "$(ls "$cuda_home"/lib/libcudart.so.* | head -1)" "$work/lib/libcudart.so"
+      cudart="$(ls "$cuda_home"/lib/libcudart.so.* | head -1)"
+      ln -sf "$cudart" "$work/lib/libcudart.so"
       export LIBRARY_PATH="$work/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
     fi
     export FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch_list" CUDA_HOME="$cuda_home" \
@@ -83,5 +86,6 @@ if ! ls "$cache"/mmcv_full-*.whl >/dev/null 2>&1; then
   cp "$LIT_MMDET_BUILD_LOG" "$cache/compile_times.txt"
   echo "build_mmcv: built in $(( $(date +%s) - start )) s -> $cache (seconds per source: $cache/compile_times.txt)"
 fi
-"$py" -m pip install --no-deps "$cache"/mmcv_full-*.whl
+"$py" -m pip install --no-deps --force-reinstall "$cache"/mmcv_full-*.whl
+echo "${mmcv_version}-${key}" > "$installed_key"
 # mmcv's runtime deps (addict, yapf, packaging, Pillow, pyyaml, opencv) come from setup.cfg pins.

@@ -9,7 +9,7 @@ refuses in one line (:class:`Refused`); every case is a unit test (``tests/tools
 
 Rules:
 
-* A CPU torch builds CPU ops (``FORCE_CUDA=1`` with it is one line).
+* A CPU torch builds CPU ops (``FORCE_CUDA=1`` with it is one line); ``FORCE_CUDA=0`` builds CPU ops anywhere.
 * A CUDA torch builds CUDA ops when a GPU is visible or ``FORCE_CUDA=1``: for ``TORCH_CUDA_ARCH_LIST``,
   else the visible GPUs' architectures (``FORCE_CUDA=1`` without a GPU and without an arch list is one
   line). A CUDA torch that sees no GPU and is not forced builds CPU ops, and says so.
@@ -49,7 +49,7 @@ class Machine:
     Attributes:
         torch_cuda: ``torch.version.cuda`` (``'13.0'``), None for a CPU torch.
         gpu_archs: The visible GPUs' compute capabilities (``'9.0'``, ...).
-        force_cuda: ``FORCE_CUDA=1``.
+        force_cuda: ``FORCE_CUDA=1`` (True), ``FORCE_CUDA=0`` (False: CPU ops whatever the machine), unset (None).
         arch_list: ``TORCH_CUDA_ARCH_LIST``, if set.
         cuda_home: ``CUDA_HOME``, if set.
         nvcc_on_path: ``which nvcc``, if any.
@@ -61,7 +61,7 @@ class Machine:
 
     torch_cuda: Optional[str] = None
     gpu_archs: tuple = ()
-    force_cuda: bool = False
+    force_cuda: Optional[bool] = None
     arch_list: Optional[str] = None
     cuda_home: Optional[str] = None
     nvcc_on_path: Optional[str] = None
@@ -131,6 +131,8 @@ def decide(m: Machine) -> Decision:
                           '(make env TORCH="torch==... --index-url https://download.pytorch.org/whl/cuXYZ") or '
                           'unset FORCE_CUDA')
         return Decision('cpu', 'cpu', f'CPU ops: ~2.5 min on {m.cores} cores')
+    if m.force_cuda is False:
+        return Decision('cpu', 'cpu', f'CPU ops (FORCE_CUDA=0): ~2.5 min on {m.cores} cores')
     if not m.gpu_archs and not m.force_cuda:
         return Decision('cpu', 'cpu', f'CPU ops only: torch is built with CUDA {m.torch_cuda} but sees no GPU, so '
                                       f'mmcv ops will not run on CUDA (FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=<arch> '
@@ -176,19 +178,26 @@ def this_machine() -> Machine:
         if torch.version.cuda and torch.cuda.is_available() else ()
     cuda_home, nvcc = os.environ.get('CUDA_HOME') or None, shutil.which('nvcc')
     roots = {r for r in (cuda_home, nvcc and osp.dirname(osp.dirname(osp.realpath(nvcc)))) if r}
-    return Machine(torch_cuda=torch.version.cuda, gpu_archs=archs, force_cuda=os.environ.get('FORCE_CUDA') == '1',
+    force = {'1': True, '0': False}.get(os.environ.get('FORCE_CUDA', ''))
+    return Machine(torch_cuda=torch.version.cuda, gpu_archs=archs, force_cuda=force,
                    arch_list=os.environ.get('TORCH_CUDA_ARCH_LIST') or None, cuda_home=cuda_home, nvcc_on_path=nvcc,
                    toolkits={r: _release(r) for r in roots}, pinned_toolkit=pinned_toolkit(),
                    cores=int(os.environ.get('MAX_JOBS') or os.cpu_count() or 1))
 
 
 def pip_toolkit_root() -> str:
-    """The folder the ``cuda-toolkit`` wheels installed nvcc into (``site-packages/nvidia/cu13``)."""
+    """The folder the ``cuda-toolkit`` wheels installed nvcc into (``site-packages/nvidia/cu13``: torch's
+    CUDA major), checked for what the build needs: ``bin/nvcc``, the headers, ``lib/libcudart.so.*``."""
     import sysconfig
-    found = sorted(glob.glob(osp.join(sysconfig.get_paths()['purelib'], 'nvidia', '*', 'bin', 'nvcc')))
-    if not found:
-        raise Refused('the cuda-toolkit packages installed no nvcc under site-packages/nvidia/*/bin')
-    return osp.dirname(osp.dirname(found[0]))
+
+    import torch
+    major = (torch.version.cuda or '').split('.')[0]
+    root = osp.join(sysconfig.get_paths()['purelib'], 'nvidia', f'cu{major}')
+    for need in ('bin/nvcc', 'include/cuda_runtime_api.h', 'lib/libcudart.so.*'):
+        if not glob.glob(osp.join(root, need)):
+            raise Refused(f'the cuda-toolkit packages left no {need} in {root}: pip install "cuda-toolkit[nvcc,cccl]" '
+                          f'of torch\'s CUDA {torch.version.cuda}, or set CUDA_HOME to a toolkit')
+    return root
 
 
 def main(argv: Optional[list[str]] = None) -> int:

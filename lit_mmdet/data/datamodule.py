@@ -106,10 +106,12 @@ class MMDetDataModule(pl.LightningDataModule):
             self.test_dataset = self._eval_dataset('test')
 
     # ------------------------------------------------------------------- loaders
-    def _loader(self, dataset: Any, split: str, **defaults: Any) -> DataLoader:
-        """mmdet's ``build_dataloader``: train_detector's defaults, then ``data.<split>_dataloader``."""
+    def _loader(self, dataset: Any, split: str, overrides: Optional[dict] = None, **defaults: Any) -> DataLoader:
+        """mmdet's ``build_dataloader``: train_detector's defaults, then ``data.<split>_dataloader``, then
+        ``overrides``."""
         args = dict(defaults, dist=_distributed(), persistent_workers=False)
         args.update(self.spec.loader_args(split))
+        args.update(overrides or {})
         if args['workers_per_gpu'] == 0:
             args['persistent_workers'] = False
         loader = build_dataloader(dataset, **args)
@@ -123,9 +125,11 @@ class MMDetDataModule(pl.LightningDataModule):
         """mmdet's training loader for the config's runner: ``IterBasedRunner`` configs get mmdet's
         endless ``InfiniteGroupBatchSampler`` (one order for the whole run), others its epoch samplers
         (also where a codebase's sampler replaces mmdet's: :meth:`_codebase_sampler`)."""
-        runner_type = self.spec.train_sampler.loader_runner_type(runner_type or self.spec.runner_type)
-        return self._loader(dataset, 'train', samples_per_gpu=2, workers_per_gpu=2, num_gpus=1, seed=self.seed,
-                            runner_type=runner_type)
+        spec = self.spec.train_sampler
+        replaced = dict(shuffle=False) if spec.kind in ('infinite', 'registered') and runner_type is None else {}
+        runner_type = spec.loader_runner_type(runner_type or self.spec.runner_type)
+        return self._loader(dataset, 'train', replaced, samples_per_gpu=2, workers_per_gpu=2, num_gpus=1,
+                            seed=self.seed, runner_type=runner_type)  # (replaced: no group sampler built to be dropped)
 
     def _codebase_sampler(self, dataset: Any) -> Any:
         """The training sampler a codebase's own ``build_dataloader`` builds (``use_infinite_sampler=True``,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import math
 import multiprocessing
 import random
@@ -171,7 +172,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
             self.order, start = list(replay['order']), int(replay['batch'])
             _restore_rng(replay)
         else:
-            self.order = [int(i) for i in self.sampler]
+            self.order = [int(i) for i in itertools.islice(self.sampler, len(self.sampler))]  # (an endless one: an epoch)
         self._rng.reset()
         batches = len(self)
         for k in range(start, batches):

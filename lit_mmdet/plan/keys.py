@@ -46,8 +46,10 @@ def _short(value: Any, width: int = 48) -> str:
 def _runner(plan: 'RunPlan') -> tuple[str, str]:
     if plan.by_epoch:
         return LIGHTNING, f'EpochBasedRunner: Trainer(max_epochs={plan.max_epochs})'
-    return LIGHTNING, (f'IterBasedRunner: Trainer(max_steps={plan.max_iters}), mmdet\'s InfiniteGroupBatchSampler '
-                       f'as one stream')
+    sampler = plan.data.train_sampler
+    drawn = "mmdet's InfiniteGroupBatchSampler as one stream" if sampler.kind == 'mmdet' else \
+        f'the training sampler of {sampler.key} (see the sampler line)'
+    return LIGHTNING, f'IterBasedRunner: Trainer(max_steps={plan.max_iters}), {drawn}'
 
 
 def _evaluation(plan: 'RunPlan') -> tuple[str, str]:

@@ -59,7 +59,7 @@ class TrainSampler:
                     f"as mmcv's IterLoader restarts them (the few-shot codebase's order)")
         if self.kind == INFINITE:
             return (f"sampler: {self.key}=True: the few-shot codebase's infinite group sampler, one stream "
-                    f"(not mmdet's InfiniteGroupBatchSampler)")
+                    f"(for a given seed the batches of mmdet's InfiniteGroupBatchSampler; its length the dataset's)")
         if self.kind == REGISTERED:
             cls = self.sampler_cls
             args = ', '.join(f'{k}={v!r}' for k, v in self.args.items())
@@ -123,9 +123,24 @@ def _infinite_switch(cfg: Any, data: Any, source: str) -> Optional[tuple[str, bo
     return (found[-1][0], bool(found[-1][1])) if found else None
 
 
+def _refuse_mmdet_sampler_keys(spec: TrainSampler, data: Any, source: str) -> TrainSampler:
+    """mmdet's own sampler switches cannot act where a codebase's sampler replaces mmdet's: one line."""
+    if spec.kind in (INFINITE, REGISTERED):
+        loader = data.get('train_dataloader') or {}
+        for key, default in (('class_aware_sampler', None), ('shuffle', True)):
+            if key in loader and loader[key] != default:
+                raise ConfigError(f'{source}: data.train_dataloader.{key}={loader[key]!r} is for mmdet\'s samplers, '
+                                  f'but {spec.key} replaces them; remove one of the two')
+    return spec
+
+
 def read_train_sampler(cfg: Any, data: Any, runner_type: str, source: str) -> TrainSampler:
     """The training sampler of ``cfg``; its keys are taken out of ``data`` (after ``compat_cfg``: a copy), so
     mmdet's ``build_dataloader`` never gets them."""
+    return _refuse_mmdet_sampler_keys(_read_train_sampler(cfg, data, runner_type, source), data, source)
+
+
+def _read_train_sampler(cfg: Any, data: Any, runner_type: str, source: str) -> TrainSampler:
     switch = _infinite_switch(cfg, data, source)
     sampler = data.pop('sampler', None)
     if sampler is not None:

@@ -113,7 +113,8 @@ def test_few_shot_infinite_sampler_has_the_dataset_length_and_resumes(tiny_cfg):
     assert list(itertools.islice(resumed, 3)) == batches[6:]
 
 
-def test_finite_epochs_under_an_iter_based_runner_are_resumable(tiny_cfg):
+def test_finite_epochs_under_an_iter_based_runner_batch_through_the_resumable_batch_sampler(tiny_cfg):
+    """(Their resume: tests/runtime/test_mid_epoch_resume.py, few-shot-finite-epochs.)"""
     data = MMDetDataModule(_fewshot_cfg(tiny_cfg, False), seed=5)
     data.setup('fit')
     assert isinstance(data.train_dataloader().batch_sampler, ResumableBatchSampler)

@@ -62,6 +62,8 @@ def test_cfg_name_and_undefined_variables(tmp_path):
     cfg = load_config(_config(tmp_path, 'semi_cfg.py', *SEMI), ['model.test_cfg.score_thr=0.5', 'cfg_name=mine'])
     assert cfg.semi_wrapper.model.test_cfg.score_thr == cfg.model.test_cfg.score_thr == 0.5
     assert cfg.work_dir == 'work_dirs/mine_run'
+    cfg = load_config(_config(tmp_path, 'semi_cfg.py', *SEMI), ['semi_wrapper.model.test_cfg.score_thr=0.25'])
+    assert cfg.semi_wrapper.model.test_cfg.score_thr == 0.25 and cfg.model.test_cfg.score_thr != 0.25  # into the copy
     with pytest.raises(ConfigError, match=r"bad_vars\.py: \$\{teacher\} is used but not defined in the config; "
                                           r"define teacher = \.\.\., or .*--config-hook module:function"):
         load_config(_config(tmp_path, 'bad_vars.py', "ema = dict(model='${teacher}')"))
@@ -183,6 +185,9 @@ def test_use_infinite_sampler_chooses_the_few_shot_samplers(tmp_path, shapes_dir
     ("data = dict(sampler=dict(train=dict(type='NoSuchSampler')))",
      r"data\.sampler\.train\.type='NoSuchSampler' is not a registered sampler \(no Registry\('sampler'\).*custom_imports"),
     ("use_infinite_sampler = False\ndata = dict(sampler=dict(train=dict(type='X')))", 'both choose the training sampler'),
+    ("use_infinite_sampler = True\nrunner = dict(_delete_=True, type='IterBasedRunner', max_iters=2)\n"
+     "data = dict(train_dataloader=dict(class_aware_sampler=dict(num_sample_class=1)))",
+     r"data\.train_dataloader\.class_aware_sampler=.* is for mmdet's samplers, but use_infinite_sampler replaces them"),
 ])
 def test_codebase_sampler_keys_that_cannot_be_honoured_are_one_line(tmp_path, shapes_dir, line, message):
     config = _config(tmp_path, 'sampler.py', line)

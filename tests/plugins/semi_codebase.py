@@ -205,8 +205,9 @@ def flatten_collate(batch, samples_per_gpu):
 
 def build_dataloader(dataset, samples_per_gpu, workers_per_gpu, num_gpus=1, dist=True, shuffle=True, seed=None,
                      sampler_cfg=None, runner_type=None, persistent_workers=False, **kwargs):
-    """Its loader: a shuffled one draws from ``'DistributedGroup' + sampler_cfg.type`` (with the world size
-    and rank, 1 and 0 in one process)."""
+    """Its loader: a shuffled one draws from ``'DistributedGroup' + sampler_cfg.type`` with the world size and
+    rank, as such codebases run: always through their distributed launcher, one process included (their
+    non-distributed branch is not what they train with)."""
     rank, world_size = get_dist_info()
     if shuffle and sampler_cfg:
         cfg = dict(sampler_cfg, type='DistributedGroup' + sampler_cfg['type'])
