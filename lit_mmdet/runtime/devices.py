@@ -16,6 +16,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import DDPStrategy
+from typing_extensions import override
 
 from ..errors import ConfigError
 from ..plan import DevicePolicy, RunPlan
@@ -23,7 +24,7 @@ from ..plan.policies import PRECISIONS
 from ..rng import kept_random_state
 from .optimizer_hooks import fp16_precision
 
-__all__ = ['DDP_STRATEGIES', 'device_kwargs', 'precision_kwargs', 'precision_notes']
+__all__ = ['DDP_STRATEGIES', 'MMDetDDPStrategy', 'device_kwargs', 'precision_kwargs', 'precision_notes']
 
 #: Lightning's DDP strategy names -> (start method, find_unused_parameters or None: the config's).
 DDP_STRATEGIES: dict[str, tuple[str, Optional[bool]]] = {
@@ -40,19 +41,16 @@ _REFUSED = {
 }
 
 
-def _ddp_strategy() -> type:
+class MMDetDDPStrategy(DDPStrategy):
+    """Lightning's DDP, minus one thing mmdet's ``tools/train.py`` does not do: re-seeding every
+    random generator when the process group is set up (Lightning's ``reset_seed``). mmdet seeds
+    once, before building the model and data; the generators go on from there, so augmentation
+    draws the numbers they draw under mmdet's runner. (At module level: ``ddp_spawn`` pickles it.)"""
 
-    class MMDetDDPStrategy(DDPStrategy):
-        """Lightning's DDP, minus one thing mmdet's ``tools/train.py`` does not do: re-seeding every
-        random generator when the process group is set up (Lightning's ``reset_seed``). mmdet seeds
-        once, before building the model and data; the generators go on from there, so augmentation
-        draws the numbers they draw under mmdet's runner."""
-
-        def setup_distributed(self) -> None:
-
-            with kept_random_state():
-                super().setup_distributed()
-    return MMDetDDPStrategy
+    @override
+    def setup_distributed(self) -> None:
+        with kept_random_state():
+            super().setup_distributed()
 
 
 def _on_cuda(accelerator: Any) -> bool:
@@ -66,7 +64,7 @@ def strategy_kwargs(devices: DevicePolicy, accelerator: Any, many: bool) -> dict
         return {}
     if name in DDP_STRATEGIES:
         start, unused = DDP_STRATEGIES[name]
-        return dict(strategy=_ddp_strategy()(
+        return dict(strategy=MMDetDDPStrategy(
             start_method=start, find_unused_parameters=devices.find_unused_parameters if unused is None else unused,
             broadcast_buffers=False, process_group_backend=devices.process_group_backend(accelerator)))
     family = next((f for f in _REFUSED if name.startswith(f)), None)
