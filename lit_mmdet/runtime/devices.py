@@ -6,6 +6,8 @@
   ``dist_params.backend`` (gloo for CPU processes).
 * ``fsdp`` and ``deepspeed`` are one line each (see :func:`strategy_kwargs`), as is any other name.
 * ``--precision 16-mixed`` without CUDA is one line (Lightning would run bf16 instead, without a word);
+  an mmcv op without a kernel for the run's half precision (``nms`` on the CPU in bf16) stops the run in
+  one line naming it (:func:`mmcv_op_dtype_error`);
   a config's ``fp16`` without CUDA trains in fp32 with a warning in the run's ``.log``
   (:func:`precision_notes`).
 """
@@ -24,7 +26,8 @@ from ..plan.policies import PRECISIONS
 from ..rng import kept_random_state
 from .optimizer_hooks import fp16_precision
 
-__all__ = ['DDP_STRATEGIES', 'MMDetDDPStrategy', 'device_kwargs', 'precision_kwargs', 'precision_notes']
+__all__ = ['DDP_STRATEGIES', 'MMDetDDPStrategy', 'device_kwargs', 'mmcv_op_dtype_error', 'precision_kwargs',
+           'precision_notes']
 
 #: Lightning's DDP strategy names -> (start method, find_unused_parameters or None: the config's).
 DDP_STRATEGIES: dict[str, tuple[str, Optional[bool]]] = {
@@ -107,7 +110,8 @@ def precision_kwargs(plan: RunPlan, accelerator: Any) -> dict:
         raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")
     if precision == '16-mixed' and not on_cuda:
         raise ConfigError(f'--precision 16-mixed needs CUDA (accelerator: {accelerator}); without a GPU Lightning '
-                          f'would train in bf16-mixed instead; use --precision bf16-mixed or 32')
+                          f'would train in bf16-mixed instead; use --precision 32 (or bf16-mixed: models without '
+                          f'mmcv ops in training, e.g. SOLO)')
     if precision == '16-mixed' and hook.fp16:
         return dict(plugins=[fp16_precision(hook.scaler_kwargs, hook.scale_update_to, 'cuda')])
     return dict(precision=precision)
@@ -120,3 +124,23 @@ def precision_notes(plan: RunPlan, trainer: pl.Trainer) -> list[str]:
         return [f"the config's fp16 needs CUDA (mmcv's Fp16OptimizerHook): training in fp32 on "
                 f"{device}"]
     return []
+
+
+def mmcv_op_dtype_error(exc: BaseException, precision: Optional[str]) -> Optional[ConfigError]:
+    """An mmcv op that has no kernel for the half precision a run uses (mmcv's CPU ops take fp32 only:
+    ``nms`` in an RPN under ``--precision bf16-mixed``) as one line naming the op; else None."""
+    if precision not in ('bf16-mixed', '16-mixed') or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ''
+    if 'BFloat16' not in text and 'Half' not in text:
+        return None
+    frame, op = exc.__traceback__, None
+    while frame is not None:  # the innermost frame inside mmcv.ops
+        path = frame.tb_frame.f_code.co_filename.replace('\\', '/')
+        if '/mmcv/ops/' in path:
+            op = f"{path.rsplit('/', 1)[-1][:-3]} ({frame.tb_frame.f_code.co_name})"
+        frame = frame.tb_next
+    if op is None:
+        return None
+    return ConfigError(f'--precision {precision}: mmcv\'s {op} op has no kernel for this precision here ({text}); '
+                       f'train this model with --precision 32')

@@ -34,6 +34,7 @@ from .mmdet_weights import load_mmdet_weights
 from .run_files import RunFiles
 from .stop import StopOnSignal
 from .text_log import console_logging, init_report
+from .devices import mmcv_op_dtype_error
 from .trainer import build_trainer
 
 __all__ = ['TrainResult', 'run_training']
@@ -109,9 +110,12 @@ def run_training(plan: RunPlan, module_class: Callable[[RunPlan], pl.LightningMo
         return result
     except Exception as exc:  # noqa: BLE001 - said as one line (--debug: the traceback)
         failures = next((c for c in trainer.callbacks if isinstance(c, RankFailures)), None)
-        if failures is None or failures.error is None:
-            raise
-        raise failures.error from exc
+        if failures is not None and failures.error is not None:
+            raise failures.error from exc
+        op_error = mmcv_op_dtype_error(exc, str(trainer.precision))
+        if op_error is not None:
+            raise op_error from exc
+        raise
     result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith('val/')}
     result.metrics_csv, result.plots = files.metrics_csv, files.plots
     return result

@@ -94,3 +94,24 @@ def test_fp16_config_on_cpu_is_said_in_the_runs_log(tiny_cfg, tmp_path):
     (log,) = glob.glob(str(tmp_path / 'w' / '*.log'))
     with open(log) as f:
         assert "WARNING - the config's fp16 needs CUDA (mmcv's Fp16OptimizerHook): training in fp32 on cpu" in f.read()
+
+
+@pytest.mark.slow
+def test_bf16_mixed_on_cpu_trains_solo_and_names_the_mmcv_op_that_refuses(shapes_dir, tmp_path):
+    """mmcv's CPU kernels take fp32: SOLO (no mmcv op in training on a CPU) trains in bf16-mixed; Mask
+    R-CNN's RPN reaches mmcv's nms, which stops the run in one line naming it."""
+    from tests.helpers import ROOT
+    options = tiny_options(shapes_dir, **{'evaluation.interval': 100})
+
+    def train(config, name):
+        return run_script('train.py', '--config', config, '--work-dir', str(tmp_path / name), '--accelerator', 'cpu',
+                          '--precision', 'bf16-mixed', '--max-iters', '2', '--no-wandb', '--no-validate',
+                          '--cfg-options', *cli_options(options))
+    solo = train(SHAPES_CONFIG, 'solo')
+    assert solo.returncode == 0, solo.stderr[-2000:]
+    losses = _losses(tmp_path / 'solo')
+    assert len(losses) == 2 and all(v == v and abs(v) < 1e4 for row in losses for v in row.values())
+    mask_rcnn = train(f'{ROOT}/configs/mask_rcnn_timm_shapes.py', 'mask_rcnn')
+    assert mask_rcnn.returncode == 2 and mask_rcnn.stderr.strip().count('\n') == 0, mask_rcnn.stderr[-3000:]
+    assert "error: --precision bf16-mixed: mmcv's nms (forward) op has no kernel for this precision here" \
+        in mask_rcnn.stderr
