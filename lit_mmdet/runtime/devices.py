@@ -36,8 +36,9 @@ DDP_STRATEGIES: dict[str, tuple[str, Optional[bool]]] = {
     for suffix, unused in (('', None), ('_find_unused_parameters_true', True), ('_find_unused_parameters_false', False))}
 
 _REFUSED = {
-    'fsdp': "FSDP shards the parameters, and mmcv's optimizer hooks (grad_clip's norm, cumulative_iters) "
-            "and mmdet's paramwise optimizer settings work on whole parameters; use --strategy ddp",
+    'fsdp': "Lightning's FSDP needs GPUs (it refuses accelerator='cpu'), and on GPUs it shards the "
+            "parameters while mmcv's optimizer hooks (grad_clip's norm, cumulative_iters) and mmdet's "
+            "paramwise optimizer settings work on whole ones; use --strategy ddp",
     'deepspeed': "DeepSpeed steps, scales and clips inside its own engine, where mmcv's optimizer "
                  "hooks (grad_clip, cumulative_iters, fp16's loss scale) do not run, and it is not "
                  "installed or tested here; use --strategy ddp",
