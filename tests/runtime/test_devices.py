@@ -28,8 +28,8 @@ def test_every_ddp_strategy_carries_the_configs_ddp_arguments(tiny_cfg, name, st
 
 
 @pytest.mark.parametrize('name, message', [
-    ('fsdp', r'--strategy fsdp is not supported with mmdet models: FSDP shards'),
-    ('fsdp_cpu_offload', r'--strategy fsdp_cpu_offload is not supported with mmdet models: FSDP'),
+    ('fsdp', r"--strategy fsdp is not supported with mmdet models: Lightning's FSDP needs GPUs"),
+    ('fsdp_cpu_offload', r"--strategy fsdp_cpu_offload is not supported with mmdet models: Lightning's FSDP"),
     ('deepspeed', r'--strategy deepspeed is not supported with mmdet models: DeepSpeed'),
     ('deepspeed_stage_2', r'--strategy deepspeed_stage_2 is not supported with mmdet models: DeepSpeed'),
     ('ddp_notebook', r"--strategy ddp_notebook is not one lit_mmdet runs; use ddp, ddp_spawn or ddp_fork")])
