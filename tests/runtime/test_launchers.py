@@ -124,7 +124,8 @@ def test_torchrun_restart_after_a_killed_worker_resumes_by_itself(tmp_path, shap
             killed_at = time.time()
             os.kill(pid, signal.SIGKILL)
         out = proc.communicate(timeout=600)[0]
-        assert proc.returncode == 0, out[-4000:]
+        said = ''.join(line for line in out.splitlines(True) if 'error:' in line)  # a rank's one-line error
+        assert proc.returncode == 0, f'{name}: {said}' + out[-4000:]
         runs[name] = torch.load(str(folder / 'work' / 'checkpoints' / 'last.ckpt'), map_location='cpu',
                                 weights_only=True)
         assert _csv_steps(folder / 'work') == list(range(12)), _csv_steps(folder / 'work')
