@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import os.path as osp
+import sys
 
 import cv2
 import pytest
@@ -58,7 +59,8 @@ def _train_both(tmp_path, config, options, monkeypatch, iterations, metric, code
             worst = max(worst, abs(a[key] - b[key]) / max(abs(b[key]), 1e-12))
     assert ours[1][-1] == pytest.approx(theirs[1][-1], abs=1e-6) and ours[1][-1][metric] > 0  # real metrics
     print(f'{config}: {iterations} iterations, max relative loss difference {worst:.2e}, '
-          f'{metric} {theirs[1][-1][metric]:.4f} (mmdet) / {ours[1][-1][metric]:.4f} (lit_mmdet)')
+          f'{metric} {theirs[1][-1][metric]:.4f} (mmdet) / {ours[1][-1][metric]:.4f} (lit_mmdet)',
+          file=sys.__stderr__)  # (past capsys: pytest -s shows it)
     pictures = sorted(glob.glob(str(tmp_path / 'lit' / 'plots' / 'predictions' / '*.png')))
     tables = glob.glob(str(tmp_path / '**' / 'val' / 'predictions*.table.json'), recursive=True)
     assert pictures and tables, (pictures, tables)
