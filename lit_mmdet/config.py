@@ -24,7 +24,7 @@ from mmdet.utils import replace_cfg_vals, update_data_root
 
 from ._compat import config_file_reader
 from .adapters.mmcv import close_config_temporaries, config_dict, parse_option_value
-from .errors import ConfigError
+from .errors import ConfigError, last_line
 
 
 __all__ = ['PACKAGE_CONFIG_ROOTS', 'check_keys_exist', 'load_config', 'parse_cfg_options', 'resolve_scoped_path',
@@ -118,9 +118,8 @@ def _import_custom_modules(cfg: Config, source: str) -> None:
             where = ''
             if isinstance(exc, SyntaxError) and exc.filename:
                 where = f' at {exc.filename}:{exc.lineno}'
-            text = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
             raise ConfigError(f"{source}: custom_imports: importing '{name}' failed{where} "
-                              f"({type(exc).__name__}: {text}); fix that module (e.g. a name registered twice, "
+                              f"({type(exc).__name__}: {last_line(exc)}); fix that module (e.g. a name registered twice, "
                               f"a syntax error) or remove it from custom_imports.imports") from None
 
 
@@ -156,30 +155,26 @@ def config_variables(node: Any) -> set[str]:
     return set(_VARIABLE.findall(node)) if isinstance(node, str) else set()
 
 
-def _defined(cfg: dict, name: str) -> bool:
-    node: Any = cfg
-    for part in name.split('.'):
-        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, dict) and part in node:
-            node = node[part]
-        else:
-            return False
-    return True
-
-
-def _through_variable(raw: Any, dotted: str) -> bool:
-    """Whether the override key ``dotted`` goes into a value that is still a ``${...}`` string."""
-    node = raw
-    for part in dotted.split('.')[:-1]:
-        if isinstance(node, str):
-            break
-        if isinstance(node, dict) and part in node:
+def _descend(node: Any, parts: Sequence[str]) -> tuple[Any, int]:
+    """Follow dotted-key ``parts`` (dict keys, list indices) from ``node``: the deepest node reached and
+    how many parts led there."""
+    for depth, part in enumerate(parts):
+        if isinstance(node, Mapping) and part in node:
             node = node[part]
         elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return False
+            return node, depth
+    return node, len(parts)
+
+
+def _has_key(node: Any, parts: Sequence[str]) -> bool:
+    return _descend(node, parts)[1] == len(parts)
+
+
+def _through_variable(raw: Any, dotted: str) -> bool:
+    """Whether the override key ``dotted`` goes into a value that is still a ``${...}`` string."""
+    node, _ = _descend(raw, dotted.split('.')[:-1])
     return isinstance(node, str) and bool(_VARIABLE.search(node))
 
 
@@ -196,7 +191,7 @@ def _with_variables(cfg: Config, source: str) -> Config:
         raw['cfg_name'] = osp.splitext(osp.basename(cfg.filename))[0]
         cfg = Config(raw, filename=cfg.filename)
         values = config_dict(cfg)
-    missing = sorted(name for name in used if not _defined(values, name))
+    missing = sorted(name for name in used if not _has_key(values, name.split('.')))
     if missing:
         raise ConfigError(f"{source}: ${{{missing[0]}}} is used but not defined in the config; define "
                           f"{missing[0]} = ..., or have your codebase's patch set it (--config-hook module:function)")
@@ -247,17 +242,6 @@ def to_container(cfg: Union[Config, ConfigDict]) -> dict:
     return mmcv.ConfigDict(data).to_dict()
 
 
-def _has_key(node: Any, parts: list[str]) -> bool:
-    for part in parts:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]
-        elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return False
-    return True
-
-
 def _dotted_keys(node: Any, depth: int, prefix: str = '') -> list[str]:
     if depth == 0 or not isinstance(node, Mapping):
         return []
@@ -281,12 +265,9 @@ def check_keys_exist(cfg: Config, keys: Sequence[str], source: str) -> None:
         parts = key.split('.')
         if _has_key(config_dict(cfg), parts):
             continue
-        parent = config_dict(cfg)
-        for depth, part in enumerate(parts[:-1]):
-            if not _has_key(parent, [part]):
-                parts = parts[:depth + 1]
-                break
-            parent = parent[int(part)] if isinstance(parent, (list, tuple)) else parent[part]
+        parent, depth = _descend(config_dict(cfg), parts[:-1])
+        if depth < len(parts) - 1:
+            parts = parts[:depth + 1]
         siblings = [str(k) for k in (parent.keys() if isinstance(parent, Mapping) else range(len(parent)))]
         close = difflib.get_close_matches(parts[-1], siblings, n=1, cutoff=0.6)
         where = '.'.join(parts[:-1])

@@ -5,7 +5,7 @@ import difflib
 import re
 from typing import Optional
 
-__all__ = ['ConfigError', 'DataError', 'TrainingError', 'debugging', 'one_line', 'set_debugging', 'unexpected_argument_error',
+__all__ = ['ConfigError', 'DataError', 'TrainingError', 'debugging', 'last_line', 'one_line', 'set_debugging', 'unexpected_argument_error',
            'unknown_type_error']
 
 _NOT_IN_REGISTRY = re.compile(r"(\S+) is not in the (\w+) registry")
@@ -50,6 +50,13 @@ def one_line(exc: BaseException) -> str:
     last = text.splitlines()[-1]
     name = type(exc).__name__
     return last.split(f'{name}: ', 1)[1] if f'{name}: ' in last else last
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of an error's message ('' for none): what a codebase's own code raised, for a
+    one-line error that names it."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else ''
 
 
 def _registries() -> list:

@@ -14,8 +14,9 @@ SHAPES_CONFIG = osp.join(ROOT, 'configs', 'solo_timm_shapes.py')
 TINY = 64  # image side for tests
 
 
-def tiny_options(data_dir: str, **extra) -> dict:
-    """``--cfg-options`` that point the shapes config at ``data_dir`` and make it tiny."""
+def tiny_options(data_dir: str, drop: tuple = (), **extra) -> dict:
+    """``--cfg-options`` that point the shapes config at ``data_dir`` and make it tiny (without the keys
+    starting with one of ``drop``: those a test's config sets itself)."""
     scale = (TINY, TINY)
     options = {
         'data.samples_per_gpu': 2,
@@ -30,6 +31,7 @@ def tiny_options(data_dir: str, **extra) -> dict:
     for split, folder in (('train', 'train'), ('val', 'val'), ('test', 'val')):
         options[f'data.{split}.ann_file'] = osp.join(data_dir, 'annotations', f'instances_{folder}.json')
         options[f'data.{split}.img_prefix'] = osp.join(data_dir, folder) + '/'
+    options = {k: v for k, v in options.items() if not k.startswith(drop)} if drop else options
     options.update(extra)
     return options
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import torch
 from torch.utils.data import Sampler
 
-from ..errors import ConfigError
+from ..errors import ConfigError, last_line
 from ..plan.samplers import TrainSampler
 
 __all__ = ['FewShotInfiniteGroupSampler', 'build_codebase_sampler', 'build_registered_sampler']
@@ -76,9 +76,8 @@ def build_registered_sampler(spec: TrainSampler, dataset: Any, samples_per_gpu: 
     try:
         return cls(**dict(defaults, **spec.args))
     except Exception as exc:  # noqa: BLE001 - the codebase's class: named, one line
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
-        raise ConfigError(f'{spec.key}: {cls.__name__} could not be built ({type(exc).__name__}: {text}); fix '
-                          f'{spec.key} (given: {", ".join(sorted(spec.args)) or "no arguments"})') from None
+        raise ConfigError(f'{spec.key}: {cls.__name__} could not be built ({type(exc).__name__}: {last_line(exc)}); '
+                          f'fix {spec.key} (given: {", ".join(sorted(spec.args)) or "no arguments"})') from None
 
 
 def build_codebase_sampler(spec: TrainSampler, dataset: Any, samples_per_gpu: int, world_size: int, rank: int,

@@ -131,11 +131,10 @@ class MMDetDataModule(pl.LightningDataModule):
         return self._loader(dataset, 'train', replaced, samples_per_gpu=2, workers_per_gpu=2, num_gpus=1,
                             seed=self.seed, runner_type=runner_type)  # (replaced: no group sampler built to be dropped)
 
-    def _codebase_sampler(self, dataset: Any) -> Any:
+    def _codebase_sampler(self, dataset: Any, samples_per_gpu: int) -> Any:
         """The training sampler a codebase's own ``build_dataloader`` builds (``use_infinite_sampler=True``,
         ``data.sampler.train``), else None (mmdet's)."""
         rank, world_size = get_dist_info()
-        samples_per_gpu = self.spec.loader_args('train').get('samples_per_gpu', 2)
         return build_codebase_sampler(self.spec.train_sampler, dataset, samples_per_gpu, world_size, rank, self.seed)
 
     def resume_train_order(self, state: dict) -> None:
@@ -161,7 +160,8 @@ class MMDetDataModule(pl.LightningDataModule):
         """mmdet's training loader, batched by a :class:`ResumableBatchSampler` over its sampler
         (``loader.batch_sampler.sampler``), or a :class:`ResumableStream` over mmdet's endless batch
         sampler (``IterBasedRunner``), so an interrupted run resumes exactly."""
-        loader = resumable_loader(self._train_loader(self.train_dataset), self._codebase_sampler(self.train_dataset))
+        mmdet = self._train_loader(self.train_dataset)  # (its batch size: samples_per_gpu, one process's)
+        loader = resumable_loader(mmdet, self._codebase_sampler(self.train_dataset, mmdet.batch_size))
         if self._train_order is not None:
             loader.batch_sampler.replay(self._train_order)
             loader.worker_init_fn.resume = self._train_order.get('workers')

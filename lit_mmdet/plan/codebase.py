@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 from mmcv import Config
 
-from ..errors import ConfigError
+from ..errors import ConfigError, last_line
 
 __all__ = ['CodebaseSteps', 'load_config_hook', 'pop_frozen_parameters', 'run_config_hook']
 
@@ -63,8 +63,7 @@ def run_config_hook(spec: str, cfg: Config) -> Config:
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - the codebase's own function: named, one line
-        text = str(exc).strip().splitlines()[-1] if str(exc).strip() else ''
-        raise ConfigError(f"config hook '{spec}' failed ({type(exc).__name__}: {text}); fix it or the config "
+        raise ConfigError(f"config hook '{spec}' failed ({type(exc).__name__}: {last_line(exc)}); fix it or the config "
                           f"it patches") from None
     if patched is None:
         patched = cfg  # patched in place

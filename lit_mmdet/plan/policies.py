@@ -332,11 +332,15 @@ class DevicePolicy:
     cudnn_benchmark: bool = False
     deterministic: bool = False
 
+    @staticmethod
+    def on_cuda(accelerator: Any) -> bool:
+        """Whether ``accelerator`` (``--accelerator`` / the Trainer's) trains on CUDA."""
+        return accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
+
     def process_group_backend(self, accelerator: Any) -> str:
         """``dist_params.backend`` (mmdet's init_dist), except that CPU processes cannot use NCCL (every
         mmdet base config names it): they use gloo."""
-        on_cuda = accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
-        if self.backend == 'nccl' and not on_cuda:
+        if self.backend == 'nccl' and not self.on_cuda(accelerator):
             return 'gloo'
         return self.backend
 

@@ -57,10 +57,6 @@ class MMDetDDPStrategy(DDPStrategy):
             super().setup_distributed()
 
 
-def _on_cuda(accelerator: Any) -> bool:
-    return accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available())
-
-
 def strategy_kwargs(devices: DevicePolicy, accelerator: Any, many: bool) -> dict:
     """``--strategy`` (default: ``ddp`` for several processes) -> ``strategy=``; see the module docstring."""
     name = devices.strategy if devices.strategy not in (None, 'auto') else ('ddp' if many else None)
@@ -105,7 +101,7 @@ def precision_kwargs(plan: RunPlan, accelerator: Any) -> dict:
     ``Fp16OptimizerHook``). Without CUDA a config's fp16 trains in fp32 (mmcv's fp16 is CUDA only;
     :func:`precision_notes` says so in the run's log) and ``--precision 16-mixed`` is one line."""
     hook, given = plan.optimizer, plan.devices.precision
-    on_cuda = _on_cuda(accelerator)
+    on_cuda = DevicePolicy.on_cuda(accelerator)
     precision = str(given or ('16-mixed' if hook.fp16 and on_cuda else '32-true'))
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision {precision} is not supported; use one of {sorted(PRECISIONS)}")

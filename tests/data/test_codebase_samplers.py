@@ -122,8 +122,8 @@ def test_finite_epochs_under_an_iter_based_runner_batch_through_the_resumable_ba
 
 def semi_options(shapes_dir):
     """The tiny options for the semi-supervised plugin's config (which writes its own data.train)."""
-    return {k: v for k, v in tiny_options(shapes_dir).items()
-            if not k.startswith(('data.train.', 'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent'))}
+    return tiny_options(shapes_dir, drop=('data.train.', 'data.samples_per_gpu', 'data.workers_per_gpu',
+                                          'data.persistent'))
 
 
 def _semi_orders(rank, world_size, config, options):

@@ -11,7 +11,7 @@
 * ``ToyTeacherStudent``: supervised loss of the student on labelled images, a consistency loss between
   the student's features of the strong view and the teacher's of the weak one; ``MeanTeacher`` moves
   the teacher towards the student (EMA) after every iteration;
-* ``build_detector``: its train script's builder, reading ``frozen_parameters``.
+* ``build_detector``: its train script's builder, reading ``frozen_parameters`` (the few-shot plugin's).
 """
 import copy
 import os
@@ -30,6 +30,8 @@ from mmdet.datasets.pipelines import Compose
 from mmdet.datasets.samplers import DistributedSampler
 from mmdet.models import DETECTORS, build_detector as mmdet_build_detector
 from mmdet.models.detectors.base import BaseDetector
+
+from tests.plugins.fewshot_codebase import build_detector  # noqa: F401 - its train script's (frozen_parameters)
 from torch.utils.data import DataLoader, Sampler
 
 SAMPLERS = Registry('sampler')
@@ -180,19 +182,6 @@ def patch_config(cfg):
         cfg.model = cfg.semi_wrapper
         cfg.pop('semi_wrapper')
     return cfg
-
-
-def build_detector(cfg, train_cfg=None, test_cfg=None):
-    """Its detector builder: ``frozen_parameters`` out, the detector built and initialised, then every
-    parameter whose name contains a listed string frozen."""
-    cfg = cfg.copy()
-    frozen = cfg.pop('frozen_parameters', None)
-    model = DETECTORS.build(cfg, default_args=dict(train_cfg=train_cfg, test_cfg=test_cfg))
-    model.init_weights()
-    for name, param in model.named_parameters():
-        if frozen and any(part in name for part in frozen):
-            param.requires_grad = False
-    return model
 
 
 def flatten_collate(batch, samples_per_gpu):

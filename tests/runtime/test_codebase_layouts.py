@@ -27,6 +27,9 @@ TEST_PIPELINE = f'''[dict(type='LoadImageFromFile'), dict(type='MultiScaleFlipAu
                 dict(type='Collect', keys=['img'])])]'''
 
 
+LOADER_KEYS = ('data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent_workers')  # set by these configs
+
+
 def _logged(work):
     """(per-iteration losses, per-evaluation metrics) from mmcv's JSON log, unrounded."""
     return mmcv_json_log(work, lambda k: k.startswith('loss'), lambda k: k not in SKIP)
@@ -209,8 +212,7 @@ evaluation = dict(interval=1, metric=['segm'])
 checkpoint_config = dict(interval=1)
 log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
 ''')
-    options = {k: v for k, v in tiny_options(shapes_dir).items() if k not in (
-        'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent_workers')}
+    options = tiny_options(shapes_dir, drop=LOADER_KEYS)
     result, _ = _train_both(tmp_path, str(config), options, monkeypatch, 4, 'segm_mAP', codebase=scoped_toolbox)
     assert type(result.module.model).__name__ == 'ToolboxSOLO'
     assert result.plan.codebase.scoped_types[0] == ('model.type', 'ToolboxSOLO', 'toolbox.ToolboxSOLO')
@@ -246,8 +248,7 @@ evaluation = dict(interval=10, metric=['segm'])
 checkpoint_config = dict(interval=10)
 log_config = dict(interval=1, hooks=[dict(type='TextLoggerHook')])
 ''')
-    options = {k: v for k, v in tiny_options(shapes_dir).items() if k not in (
-        'data.samples_per_gpu', 'data.workers_per_gpu', 'data.persistent_workers')}
+    options = tiny_options(shapes_dir, drop=LOADER_KEYS)
     result, _ = _train_both(tmp_path, str(config), options, monkeypatch, 10, 'segm_mAP', codebase=fewshot_codebase)
     assert result.plan.data.train_sampler.kind == 'epochs'
     frozen = [n for n, p in result.module.model.named_parameters() if not p.requires_grad]

@@ -95,21 +95,25 @@ def _script_key(tmp_path, env):
 
 
 def test_build_script_cache_key(tmp_path):
+    """The cache folder of this machine (CPU ops, or CUDA ops for its visible GPUs), of a forced build for
+    one architecture, and the one-line refusal of a forced build without an architecture."""
     import torch
-    if torch.cuda.is_available():
-        pytest.skip('the keys below are those of a machine without a GPU (a GPU machine builds cuXYZ-smNN)')
-    out = _script_key(tmp_path, {})
-    assert out.returncode == 0, out.stderr
     version = torch.__version__.split('+')[0]
     tag = f'cp{sys.version_info[0]}{sys.version_info[1]}'
-    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / 'cache' / f'mmcv_full-1.7.2-torch{version}-{tag}-cpu')
-    assert ('build_mmcv: note: CPU ops only: torch is built with CUDA' in out.stdout) == bool(torch.version.cuda)
-    if torch.version.cuda:  # a CUDA torch (this machine's): forced for one arch, its own key
+    flavour = 'cu' + torch.version.cuda.replace('.', '') if torch.version.cuda else None
+    gpus = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}) \
+        if flavour and torch.cuda.is_available() else []
+    key = f"{flavour}-sm{'+'.join(f'{a}{b}' for a, b in gpus)}" if gpus else 'cpu'
+    out = _script_key(tmp_path, {})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / 'cache' / f'mmcv_full-1.7.2-torch{version}-{tag}-{key}')
+    said = 'build_mmcv: note: CPU ops only: torch is built with CUDA' in out.stdout
+    assert said == bool(flavour and not gpus)  # a CUDA torch building CPU ops says so
+    if flavour:  # forced for one arch (the list wins over any GPUs): its own key
         forced = _script_key(tmp_path, dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9.0'))
         assert forced.returncode == 0, forced.stderr
-        flavour = 'cu' + torch.version.cuda.replace('.', '')
         assert forced.stdout.strip().endswith(f'-{tag}-{flavour}-sm90')
-    refused = _script_key(tmp_path, dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST=''))
-    if torch.version.cuda:
+    if flavour and not gpus:
+        refused = _script_key(tmp_path, dict(FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST=''))
         assert refused.returncode == 2 and refused.stderr.strip().count('\n') == 0
         assert 'build_mmcv: FORCE_CUDA=1 on a machine without a visible GPU' in refused.stderr
